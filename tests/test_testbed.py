@@ -61,9 +61,7 @@ def test_examples_say_what_they_hold():
         assert e.tokens[0] == VOCAB.id("<bos>")
         assert e.tokens[-2] == VOCAB.id("how-many") and e.tokens[-1] == e.target
         assert body.count(e.target) == e.count
-        assert [i for i, t in enumerate(e.tokens[:-1]) if t == e.target] == list(
-            e.target_positions
-        )
+        assert [i for i, t in enumerate(e.tokens[:-1]) if t == e.target] == list(e.target_positions)
         if e.contiguous and e.count:
             first = e.target_positions[0]
             assert list(e.target_positions) == list(range(first, first + e.count))
@@ -146,7 +144,7 @@ def test_checkpoint_round_trip(tmp_path: Path):
 
 
 def test_missing_checkpoint_says_how_to_regenerate(tmp_path: Path):
-    with pytest.raises(FileNotFoundError, match="tl_continuous.testbed.train"):
+    with pytest.raises(FileNotFoundError, match=r"tl_continuous\.testbed\.train"):
         load_testbed(tmp_path)
 
 

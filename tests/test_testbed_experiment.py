@@ -2,17 +2,19 @@
 
 The bound: over ``n`` in 1..8 and ``c`` in 0.1..2.0, E[count] under the plugin's
 ``continuous()`` must stay within ``MAE_BOUND`` of ``clip(n·c, 0, 9)``. A model that ignores
-durations (always answering ``n``) misses by ``ignoring_durations_mae()`` (about 2.6 on this
-grid), several times the bound; the broken variants below miss it too.
+durations (always answering ``n``) misses by ``ignoring_durations_mae()`` (1.77 on this grid),
+more than four times the bound; the broken variants below miss it too.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 
 import pytest
 import torch
+from testbed_reference import reference_continuous
 from transformer_lens import HookedTransformer
 
 from tl_continuous.testbed import experiment
@@ -25,9 +27,7 @@ from tl_continuous.testbed.experiment import (
 from tl_continuous.testbed.model import load_testbed
 from tl_continuous.testbed.task import VOCAB
 
-from testbed_reference import reference_continuous
-
-MAE_BOUND = 0.6
+MAE_BOUND = 0.4
 NS = list(range(1, 9))
 CS = [0.2, 0.4, 0.6, 0.8, 1.0, 1.25, 1.5, 2.0]
 
@@ -150,9 +150,10 @@ def test_reference_passes_and_its_broken_twin_fails(testbed, monkeypatch):
 def test_ablations(testbed):
     result = _run(testbed, variants=tuple(VARIANTS), n_prompts=3, uneven_trials=0)
     summary = result.summary()["variants"]
-    # the attention term carries the effect; positions alone leave the count at about n
-    assert summary["attention-only"]["mae"] < MAE_BOUND
+    # the attention term carries most of the effect; positions alone much less of it
+    assert summary["attention-only"]["mae"] < summary["positions-only"]["mae"] / 2
     assert summary["positions-only"]["mae"] > 2 * MAE_BOUND
+    assert summary["full"]["mae"] <= summary["attention-only"]["mae"] + 0.05
     # durations on fillers leave the count of targets about where it was
     fillers = result.expected[result.variants.index("fillers")]
     n = torch.tensor(NS, dtype=torch.float32)[:, None].expand_as(fillers)
@@ -169,7 +170,8 @@ def test_count_distribution_is_a_distribution_and_checks_shapes(testbed, monkeyp
     torch.testing.assert_close(probs.sum(-1), torch.ones(2))
     assert ((mass > 0) & (mass <= 1)).all()
     assert int(probs[0].argmax()) == 2
-    with pytest.raises(ValueError, match="values"):
+    # a ValueError without the jaxtyping import hook, its TypeCheckError (a TypeError) with it
+    with pytest.raises((ValueError, TypeError), match="values"):
         count_distribution(testbed, tokens, torch.ones(2, 3))
 
 
@@ -225,10 +227,10 @@ def test_save_load_round_trip(tmp_path):
 
 
 def test_bad_shapes_and_names_are_rejected():
-    data = _small_result().to_dict()
-    data["probs"] = torch.zeros(2, 3, 4, 9)
     with pytest.raises(ValueError, match="probs"):
-        CountingContinuityResult(**data)
+        dataclasses.replace(_small_result(), probs=torch.zeros(2, 3, 4, 9))
+    with pytest.raises(ValueError, match="uneven"):
+        dataclasses.replace(_small_result(), uneven_n=[1, 2, 3])
     with pytest.raises(ValueError, match="variants"):
         CountingContinuityResult.from_model(load_testbed(), variants=["nope"], progress=False)
     with pytest.raises(ValueError, match="ns"):

@@ -25,8 +25,8 @@ _EXPORTS: dict[str, str] = {
 }
 
 __all__ = [
-    "CountingContinuityResult",
     "MODELS",
+    "CountingContinuityResult",
     "load_hf_folder",
     "load_model",
     "tiny_model",

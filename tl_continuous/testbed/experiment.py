@@ -89,7 +89,7 @@ def count_distribution(
     *,
     attention: bool = True,
     positions: bool = True,
-) -> tuple[Float[Tensor, "batch count"], Float[Tensor, "batch"]]:
+) -> tuple[Float[Tensor, "batch count"], Float[Tensor, " batch"]]:
     """Distribution over counts 0..9 after each prompt, and the mass the softmax puts on them.
 
     Args:
@@ -166,9 +166,9 @@ class CountingContinuityResult:
     expected_std: Float[Tensor, "variant n c"]
     count_mass: Float[Tensor, "variant n c"]
     uneven_n: list[int]
-    uneven_sum: Float[Tensor, "trial"]
-    uneven_expected: Float[Tensor, "trial"]
-    even_expected: Float[Tensor, "trial"]
+    uneven_sum: Float[Tensor, " trial"]
+    uneven_expected: Float[Tensor, " trial"]
+    even_expected: Float[Tensor, " trial"]
     n_prompts: int
     seed: int
     model_name: str = "counting-testbed"

@@ -85,7 +85,7 @@ class Vocabulary:
         except KeyError:
             raise ValueError(f"word must be one of the vocabulary's words (got {word!r})") from None
 
-    def encode(self, text: str | Sequence[str]) -> Int[Tensor, "pos"]:
+    def encode(self, text: str | Sequence[str]) -> Int[Tensor, " pos"]:
         """Token ids of a whitespace-separated string (or a list of words).
 
         >>> VOCAB.encode("<bos> apple how-many apple").tolist()
@@ -213,7 +213,7 @@ class CountingTask:
 
     def batch(
         self, rng: random.Random, size: int
-    ) -> tuple[Int[Tensor, "batch pos"], Int[Tensor, "batch"], Int[Tensor, "batch"]]:
+    ) -> tuple[Int[Tensor, "batch pos"], Int[Tensor, " batch"], Int[Tensor, " batch"]]:
         """A right-padded batch: tokens, index of each prompt's last token, answer ids.
 
         >>> tokens, last, answer = CountingTask().batch(random.Random(0), 4)
@@ -226,7 +226,7 @@ class CountingTask:
 
 def collate(
     examples: Sequence[CountingExample],
-) -> tuple[Int[Tensor, "batch pos"], Int[Tensor, "batch"], Int[Tensor, "batch"]]:
+) -> tuple[Int[Tensor, "batch pos"], Int[Tensor, " batch"], Int[Tensor, " batch"]]:
     """Right-pad examples with ``<pad>``; return tokens, last-token index and answer id."""
     width = max(len(e.tokens) for e in examples)
     pad = VOCAB.id(PAD)

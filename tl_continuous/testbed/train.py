@@ -193,9 +193,7 @@ def train(config: TrainConfig | None = None, *, progress: bool = True) -> TrainR
             examples = next(batches)
             seen.update(e.tokens for e in examples)
             tokens, last, answer = collate(examples)
-            loss = torch.nn.functional.cross_entropy(
-                _answer_logits(model, tokens, last), answer
-            )
+            loss = torch.nn.functional.cross_entropy(_answer_logits(model, tokens, last), answer)
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)

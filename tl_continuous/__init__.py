@@ -37,14 +37,14 @@ _EXPORTS: dict[str, str] = {
 }
 
 __all__ = [
+    "MODELS",
     "Durations",
     "blend_embeddings",
     "continuous",
     "install_continuous",
-    "remove_continuous",
-    "MODELS",
     "load_hf_folder",
     "load_model",
+    "remove_continuous",
     "tiny_model",
 ]
 

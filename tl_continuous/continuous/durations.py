@@ -211,9 +211,10 @@ class Durations:
         if isinstance(model_or_str_tokens, HookedTransformer):
             if prompt is None:
                 raise ValueError("prompt must be given when a model is passed")
-            str_tokens = model_or_str_tokens.to_str_tokens(prompt)
-            if not (isinstance(str_tokens, list) and all(isinstance(t, str) for t in str_tokens)):
+            split = model_or_str_tokens.to_str_tokens(prompt)
+            if not all(isinstance(t, str) for t in split):
                 raise TypeError("prompt must be a single string")
+            str_tokens = [str(t) for t in split]
         else:
             str_tokens = list(model_or_str_tokens)
         spans = word_token_spans(str_tokens, word)
@@ -247,6 +248,10 @@ def word_token_spans(str_tokens: Sequence[str], word: str) -> list[tuple[int, in
     text = "".join(str_tokens)
     spans = []
     for match in re.finditer(rf"(?<!\w){re.escape(word)}(?!\w)", text):
-        hit = [k for k, (s, e) in enumerate(zip(starts, ends, strict=True)) if s < match.end() and e > match.start()]
+        hit = [
+            k
+            for k, (s, e) in enumerate(zip(starts, ends, strict=True))
+            if s < match.end() and e > match.start()
+        ]
         spans.append((hit[0], hit[-1]))
     return spans

@@ -8,9 +8,18 @@ do not pay for importing torch and TransformerLens.
 from __future__ import annotations
 
 import importlib
+import sys
+import types
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from tl_continuous.continuous.blend import blend_embeddings
+    from tl_continuous.continuous.durations import Durations
+    from tl_continuous.continuous.signal import (
+        continuous,
+        install_continuous,
+        remove_continuous,
+    )
     from tl_continuous.models import MODELS, load_hf_folder, load_model
     from tl_continuous.testbed.experiment import CountingContinuityResult
     from tl_continuous.tiny import tiny_model
@@ -18,6 +27,11 @@ if TYPE_CHECKING:
 # public name -> module that defines it
 _EXPORTS: dict[str, str] = {
     "CountingContinuityResult": "tl_continuous.testbed.experiment",
+    "Durations": "tl_continuous.continuous.durations",
+    "blend_embeddings": "tl_continuous.continuous.blend",
+    "continuous": "tl_continuous.continuous.signal",
+    "install_continuous": "tl_continuous.continuous.signal",
+    "remove_continuous": "tl_continuous.continuous.signal",
     "MODELS": "tl_continuous.models",
     "load_hf_folder": "tl_continuous.models",
     "load_model": "tl_continuous.models",
@@ -27,12 +41,33 @@ _EXPORTS: dict[str, str] = {
 __all__ = [
     "MODELS",
     "CountingContinuityResult",
+    "Durations",
+    "blend_embeddings",
+    "continuous",
+    "install_continuous",
     "load_hf_folder",
     "load_model",
+    "remove_continuous",
     "tiny_model",
 ]
 
 __version__ = "0.1.0"
+
+
+class _Package(types.ModuleType):
+    """The package's module type: the public ``continuous`` (a function) shares its name
+    with the subpackage ``tl_continuous.continuous``. The import system binds a subpackage
+    as an attribute of its parent once loaded; this keeps the public name instead (the
+    subpackage stays importable: ``from tl_continuous.continuous.signal import ...``).
+    """
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name in _EXPORTS and isinstance(value, types.ModuleType):
+            return
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package
 
 
 def __getattr__(name: str) -> Any:

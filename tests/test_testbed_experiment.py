@@ -81,6 +81,7 @@ def _with_reference(sign: float = 1.0, use_plugin_positions: bool = False):
 # --------------------------------------------------------------------------- the effect
 
 
+@pytest.mark.slow
 @needs_mechanism
 def test_expected_count_tracks_summed_durations(testbed):
     result = _run(testbed)
@@ -111,6 +112,7 @@ def test_plugin_matches_the_independent_reference(testbed):
         torch.testing.assert_close(plugin, reference, atol=2e-4, rtol=1e-4)
 
 
+@pytest.mark.slow
 @needs_mechanism
 @pytest.mark.parametrize(
     "broken",
@@ -131,6 +133,7 @@ def test_a_broken_mechanism_fails_the_bound(testbed, monkeypatch, broken):
     assert result.mae() > 2 * MAE_BOUND, broken
 
 
+@pytest.mark.slow
 def test_reference_passes_and_its_broken_twin_fails(testbed, monkeypatch):
     """The same bound, with no plugin at all: correct reference hooks pass, sign -1 fails.
 
@@ -147,11 +150,10 @@ def test_reference_passes_and_its_broken_twin_fails(testbed, monkeypatch):
     assert bad.mae("full") > 2 * MAE_BOUND
 
 
+@pytest.mark.slow
 @needs_mechanism
 def test_ablations(testbed):
-    result = _run(
-        testbed, variants=tuple(VARIANTS), ns=[2, 4, 6, 8], n_prompts=2, uneven_trials=0
-    )
+    result = _run(testbed, variants=tuple(VARIANTS), ns=[2, 4, 6, 8], n_prompts=2, uneven_trials=0)
     summary = result.summary()["variants"]
     # the attention term carries most of the effect; positions alone much less of it
     assert summary["attention-only"]["mae"] < summary["positions-only"]["mae"] / 2

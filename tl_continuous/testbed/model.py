@@ -126,6 +126,5 @@ def load_testbed(
     fields = testbed_config(**saved["hooked_transformer_config"])
     fields |= {"dtype": dtype, "device": str(device) if device is not None else "cpu"}
     model = HookedTransformer(HookedTransformerConfig(**fields, init_weights=False))
-    model.load_state_dict(load_file(weights_path), strict=True)
-    model.to(dtype)
+    model.load_state_dict(load_file(weights_path), strict=True)  # casts to dtype
     return model.eval()

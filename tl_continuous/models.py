@@ -363,5 +363,6 @@ def load_model(
     if Path(name).expanduser().is_dir():
         return load_hf_folder(name, device=device, dtype=dtype, **processing)
     raise ValueError(
-        f"name must be one of {sorted(MODELS)} or a local Hugging Face folder (got {name!r})"
+        f"name must be one of {[*sorted(MODELS), 'counting-testbed']} or a local Hugging Face "
+        f"folder (got {name!r})"
     )

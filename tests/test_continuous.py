@@ -479,3 +479,14 @@ def test_blend_composes_with_durations(tiny_rotary: HookedTransformer) -> None:
         blended = blend_embeddings(tiny_rotary, TOKENS[0], TOKENS[0].flip(0), [0.0, 1.0])
         want = tiny_rotary(torch.stack([TOKENS[0], TOKENS[0].flip(0)]))
     torch.testing.assert_close(blended, want, atol=1e-5, rtol=0)
+
+
+def test_from_word_on_string_tokens() -> None:
+    toks = ["<bos>", "Q", ":", " apple", " pine", "apple", " app", "les", " apple", "?"]
+    d = Durations.from_word(toks, None, "apple", value=0.25, start=2.0)
+    assert d.values[0].tolist() == [1, 1, 1, 0.25, 0.25, 0.25, 0.25, 0.25, 0.25, 1]
+    assert d.start == 2.0
+    d = Durations.from_word(toks, None, "apples", value=0.5, first_to_last=False)
+    assert d.values[0].tolist() == [1, 1, 1, 1, 1, 1, 0.5, 0.5, 1, 1]
+    with pytest.raises(ValueError, match="does not occur"):
+        Durations.from_word(toks, None, "pear", value=0.5)

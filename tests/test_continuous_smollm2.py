@@ -45,6 +45,7 @@ def _duration_vectors(n: int) -> list[Durations]:
 
 
 @torch.no_grad()
+@pytest.mark.slow
 @pytest.mark.parametrize("prompt", PROMPTS)
 def test_agrees_with_hugging_face_route(
     smollm2: HookedTransformer, hf_smollm2: Any, prompt: str
@@ -79,6 +80,7 @@ def test_from_word_span_on_real_tokens(smollm2: HookedTransformer) -> None:
 
 
 @torch.no_grad()
+@pytest.mark.slow
 def test_generate_with_kv_cache_gives_new_tokens_duration_one(smollm2: HookedTransformer) -> None:
     tokens = smollm2.to_tokens(PROMPTS[0])
     n = tokens.shape[1]

@@ -490,3 +490,21 @@ def test_from_word_on_string_tokens() -> None:
     assert d.values[0].tolist() == [1, 1, 1, 1, 1, 1, 0.5, 0.5, 1, 1]
     with pytest.raises(ValueError, match="does not occur"):
         Durations.from_word(toks, None, "pear", value=0.5)
+
+
+def test_public_continuous_is_the_function_not_the_subpackage() -> None:
+    """``tl_continuous.continuous`` names both a subpackage and the public context manager."""
+    import subprocess
+    import sys
+
+    code = (
+        "import inspect\n"
+        "from tl_continuous.continuous.durations import Durations\n"
+        "import tl_continuous\n"
+        "from tl_continuous import continuous\n"
+        "assert inspect.isfunction(continuous), continuous\n"
+        "assert tl_continuous.continuous is continuous\n"
+        "from tl_continuous.continuous.signal import install_continuous\n"
+        "assert tl_continuous.continuous is continuous\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)

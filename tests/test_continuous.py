@@ -39,10 +39,11 @@ def test_nontrivial_durations_change_the_output(tiny_rotary: HookedTransformer) 
     assert (cont - plain).abs().max() > 1e-3
 
 
+@pytest.mark.parametrize("kind", ["rotary", "learned"])
 @pytest.mark.parametrize("dtype", [torch.float64, torch.bfloat16])
-def test_other_dtypes(dtype: torch.dtype) -> None:
-    ref = tiny_model("rotary", dtype=torch.float32)
-    model = tiny_model("rotary", dtype=dtype)
+def test_other_dtypes(kind: str, dtype: torch.dtype) -> None:
+    ref = tiny_model(kind, dtype=torch.float32)
+    model = tiny_model(kind, dtype=dtype)
     model.load_state_dict(ref.state_dict())  # same weights, rounded to dtype
     durations = Durations.from_spans(8, [(1, 3)], value=0.4)
     with continuous(model, Durations.ones(1, 8)):

@@ -491,6 +491,10 @@ def test_from_word_on_string_tokens() -> None:
     assert d.values[0].tolist() == [1, 1, 1, 1, 1, 1, 0.5, 0.5, 1, 1]
     with pytest.raises(ValueError, match="does not occur"):
         Durations.from_word(toks, None, "pear", value=0.5)
+    d = Durations.from_word(toks, None, "apple", value=0.5, occurrences=[0])
+    assert d.values[0].tolist() == [1, 1, 1, 0.5, 1, 1, 1, 1, 1, 1]
+    with pytest.raises(ValueError, match="occurrences"):
+        Durations.from_word(toks, None, "apple", value=0.5, occurrences=[5])
 
 
 def test_public_continuous_is_the_function_not_the_subpackage() -> None:

@@ -25,8 +25,8 @@ _EXPORTS: dict[str, str] = {
 }
 
 __all__ = [
-    "LinesOfThought",
     "MODELS",
+    "LinesOfThought",
     "load_hf_folder",
     "load_model",
     "tiny_model",

@@ -54,7 +54,22 @@ _EXPORTS: dict[str, str] = {
     "truncation_kl_last_layer": "truncation",
 }
 
-__all__ = sorted(_EXPORTS)
+__all__ = [
+    "CorruptShardError",
+    "IncompleteShardsError",
+    "LinesOfThought",
+    "PseudoSentences",
+    "TrajectoryBases",
+    "TruncationCurve",
+    "collect_shards",
+    "default_corpus_text",
+    "gibberish",
+    "load_shards",
+    "pseudo_sentences",
+    "realign_bases",
+    "truncation_kl_every_layer",
+    "truncation_kl_last_layer",
+]
 
 
 def __getattr__(name: str) -> Any:

@@ -162,7 +162,7 @@ def _as_tokens(
 # --------------------------------------------------------------------------- hooks
 def pilot_hooks(
     names: list[str], pilots: Tensor, store: dict[str, Tensor]
-) -> list[tuple[str, Callable[..., None]]]:
+) -> list[tuple[str | Callable[..., Any], Callable[..., Any]]]:
     """Forward hooks that put ``act[rows, pilots]`` (float32, CPU) into ``store[name]``."""
 
     def read(act: Tensor, hook: Any) -> None:
@@ -343,10 +343,11 @@ def collect_shards(
     >>> import tempfile
     >>> from tl_continuous.tiny import tiny_model
     >>> model, toks = tiny_model(), torch.randint(0, 50, (5, 4))
+    >>> kw = dict(batch_size=2, progress=False)
     >>> with tempfile.TemporaryDirectory() as d:
-    ...     ran0 = collect_shards(model, toks, d, worker=0, n_workers=2, batch_size=2, progress=False)
-    ...     ran1 = collect_shards(model, toks, d, worker=1, n_workers=2, batch_size=2, progress=False)
-    ...     again = collect_shards(model, toks, d, batch_size=2, progress=False)
+    ...     ran0 = collect_shards(model, toks, d, worker=0, n_workers=2, **kw)
+    ...     ran1 = collect_shards(model, toks, d, worker=1, n_workers=2, **kw)
+    ...     again = collect_shards(model, toks, d, **kw)
     ...     lot = LinesOfThought.from_shards(d)
     >>> ran0, ran1, again, lot.trajectories.shape
     ([0, 2], [1], [], torch.Size([5, 2, 64]))
@@ -360,9 +361,7 @@ def collect_shards(
         raise ValueError("attention_mask must have the shape of the token ids")
     _check_model(model, include_final_norm)
     names = layer_hook_names(model.cfg.n_layers, hook, layers, include_final_norm)
-    n_tokens = (
-        tokens_or_corpus.n_tokens if isinstance(tokens_or_corpus, PseudoSentences) else None
-    )
+    n_tokens = tokens_or_corpus.n_tokens if isinstance(tokens_or_corpus, PseudoSentences) else None
     manifest = _manifest(
         model, tokens, attention_mask, batch_size, names, hook, include_final_norm, extra, n_tokens
     )

@@ -249,7 +249,11 @@ def collect_trajectories(
         parts.append(traj)
         pilots.append(pil)
     meta |= model_metadata(model)
-    meta |= {"hook": hook, "include_final_norm": include_final_norm, "layers": layers}
+    meta |= {
+        "hook": hook,
+        "include_final_norm": include_final_norm,
+        "tokens_sha256": _tokens_sha256(tokens, attention_mask),
+    }
     if isinstance(tokens_or_corpus, PseudoSentences):
         meta["n_tokens"] = tokens_or_corpus.n_tokens
     return LinesOfThought(

@@ -20,6 +20,7 @@ if TYPE_CHECKING:
         install_continuous,
         remove_continuous,
     )
+    from tl_continuous.lines_of_thought.ensemble import LinesOfThought
     from tl_continuous.models import MODELS, load_hf_folder, load_model
     from tl_continuous.tiny import tiny_model
 
@@ -30,6 +31,7 @@ _EXPORTS: dict[str, str] = {
     "continuous": "tl_continuous.continuous.signal",
     "install_continuous": "tl_continuous.continuous.signal",
     "remove_continuous": "tl_continuous.continuous.signal",
+    "LinesOfThought": "tl_continuous.lines_of_thought.ensemble",
     "MODELS": "tl_continuous.models",
     "load_hf_folder": "tl_continuous.models",
     "load_model": "tl_continuous.models",
@@ -39,6 +41,7 @@ _EXPORTS: dict[str, str] = {
 __all__ = [
     "MODELS",
     "Durations",
+    "LinesOfThought",
     "blend_embeddings",
     "continuous",
     "install_continuous",

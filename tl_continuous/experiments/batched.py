@@ -139,7 +139,7 @@ def blend_sweep_probs(
     model: HookedTransformer,
     prompt_a: str,
     prompt_b: str,
-    lambdas: Float[Tensor, "grid"],
+    lambdas: Float[Tensor, " grid"],
     *,
     method: str = "lerp",
     batch_size: int = 25,

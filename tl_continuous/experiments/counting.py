@@ -27,7 +27,7 @@ def count_curve(
     model: HookedTransformer,
     word: str = "apple",
     n: int = 4,
-    cs: Float[Tensor, "grid"] | None = None,
+    cs: Float[Tensor, " grid"] | None = None,
     *,
     template: str = COUNTING_TEMPLATE,
     chat: bool = False,
@@ -71,7 +71,7 @@ def count_curve(
 def count_dataset(
     model: HookedTransformer,
     items: Sequence[dict[str, Any]] | None = None,
-    cs: Float[Tensor, "grid"] | None = None,
+    cs: Float[Tensor, " grid"] | None = None,
     *,
     limit: int | None = None,
     progress: bool = True,

@@ -26,7 +26,7 @@ def event_curve(
     model: HookedTransformer,
     task: str,
     steps: Sequence[str],
-    cs: Float[Tensor, "grid"] | None = None,
+    cs: Float[Tensor, " grid"] | None = None,
     *,
     template: str = EVENTS_TEMPLATE,
     chat: bool = False,
@@ -63,7 +63,7 @@ def event_curve(
 def event_dataset(
     model: HookedTransformer,
     items: Sequence[dict[str, Any]] | None = None,
-    cs: Float[Tensor, "grid"] | None = None,
+    cs: Float[Tensor, " grid"] | None = None,
     *,
     limit: int | None = None,
     progress: bool = True,

@@ -48,7 +48,7 @@ BOOLEAN_OPS: dict[str, Any] = {
 BOOLEAN_TEMPLATE = "{a} {op} {b} = "
 
 
-def lambda_grid(steps: int = 100) -> Float[Tensor, "steps"]:
+def lambda_grid(steps: int = 100) -> Float[Tensor, " steps"]:
     """``linspace(0, 1, steps)``.
 
     >>> lambda_grid(3).tolist()
@@ -63,7 +63,7 @@ def interpolate_prompts(
     model: HookedTransformer,
     prompt_a: str,
     prompt_b: str,
-    lambdas: Float[Tensor, "grid"] | None = None,
+    lambdas: Float[Tensor, " grid"] | None = None,
     *,
     readout: Readout | None = None,
     method: str = "lerp",
@@ -128,7 +128,7 @@ def interpolate_prompts(
 def interpolation_dataset(
     model: HookedTransformer,
     items: Sequence[dict[str, Any]] | None = None,
-    lambdas: Float[Tensor, "grid"] | None = None,
+    lambdas: Float[Tensor, " grid"] | None = None,
     *,
     limit: int | None = None,
     progress: bool = True,
@@ -193,7 +193,7 @@ def boolean_interpolation(
     model: HookedTransformer,
     op_a: str,
     op_b: str,
-    lambdas: Float[Tensor, "grid"] | None = None,
+    lambdas: Float[Tensor, " grid"] | None = None,
     *,
     template: str = BOOLEAN_TEMPLATE,
     method: str = "lerp",
@@ -239,7 +239,7 @@ def boolean_interpolation(
 
 def boolean_all_pairs(
     model: HookedTransformer,
-    lambdas: Float[Tensor, "grid"] | None = None,
+    lambdas: Float[Tensor, " grid"] | None = None,
     *,
     ops: Sequence[str] = tuple(BOOLEAN_OPS),
     progress: bool = True,

@@ -44,7 +44,7 @@ def _check_grid(grid: Tensor, n: int) -> None:
 
 
 def argmax_transitions(
-    probs: Float[Tensor, "grid label"], grid: Float[Tensor, "grid"]
+    probs: Float[Tensor, "grid label"], grid: Float[Tensor, " grid"]
 ) -> list[tuple[float, int, int]]:
     """Where the argmax label changes along the grid.
 
@@ -62,7 +62,7 @@ def argmax_transitions(
 
 
 def first_argmax(
-    probs: Float[Tensor, "grid label"], grid: Float[Tensor, "grid"]
+    probs: Float[Tensor, "grid label"], grid: Float[Tensor, " grid"]
 ) -> dict[int, float]:
     """For each label that is ever the argmax, the first grid value where it is.
 
@@ -99,8 +99,8 @@ def peak_fraction(first: dict[int, float], expected: Sequence[int]) -> float:
 
 
 def normalised_lipschitz(
-    values: Float[Tensor, "grid *label"], grid: Float[Tensor, "grid"]
-) -> Float[Tensor, "*label"]:
+    values: Float[Tensor, "grid ..."], grid: Float[Tensor, " grid"]
+) -> Float[Tensor, "..."]:
     """Largest finite-difference slope, with the grid rescaled to [0, 1].
 
     ``max_i |y[i+1] - y[i]| / (x[i+1] - x[i]) * (x[-1] - x[0])``: a straight line from 0 to 1
@@ -121,7 +121,7 @@ def normalised_lipschitz(
     return (slopes.amax(0) * (g[-1] - g[0])).to(values.dtype)
 
 
-def excursion(values: Float[Tensor, "grid *label"]) -> Float[Tensor, "*label"]:
+def excursion(values: Float[Tensor, "grid ..."]) -> Float[Tensor, "..."]:
     """How far the curve leaves the interval spanned by its two endpoints (0 if never).
 
     Flag a curve when this is at least :data:`EXCURSION_FLAG`.
@@ -151,10 +151,10 @@ def total_variation(
 
 def blend_distance(
     probs: Float[Tensor, "grid vocab"],
-    lambdas: Float[Tensor, "grid"],
-    start: Float[Tensor, "vocab"],
-    end: Float[Tensor, "vocab"],
-) -> Float[Tensor, "grid"]:
+    lambdas: Float[Tensor, " grid"],
+    start: Float[Tensor, " vocab"],
+    end: Float[Tensor, " vocab"],
+) -> Float[Tensor, " grid"]:
     """Distance of each blended output from the same blend of the endpoint outputs.
 
     ``TV(P(lambda), (1 - lambda) P(0) + lambda P(1))``: zero everywhere when the model is

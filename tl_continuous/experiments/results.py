@@ -67,12 +67,12 @@ class Sweep:
     model_name: str
     prompt: str
     knob: str
-    grid: Float[Tensor, "grid"]
+    grid: Float[Tensor, " grid"]
     labels: tuple[str, ...]
     probs: dict[str, Float[Tensor, "grid label"]]
     expected: int | None = None
     prompt_b: str | None = None
-    distance: Float[Tensor, "grid"] | None = None
+    distance: Float[Tensor, " grid"] | None = None
     span: tuple[int, int] | None = None
     meta: dict[str, Any] = field(default_factory=dict)
 

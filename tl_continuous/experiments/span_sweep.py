@@ -28,7 +28,7 @@ from tl_continuous.experiments.results import Sweep
 __all__ = ["default_grid", "shrink_text_span", "shrink_tokens"]
 
 
-def default_grid(steps: int = 100) -> Float[Tensor, "steps"]:
+def default_grid(steps: int = 100) -> Float[Tensor, " steps"]:
     """The paper's grid of durations: ``linspace(0.1, 1, steps)``.
 
     >>> [round(c, 4) for c in default_grid(4).tolist()]
@@ -43,7 +43,7 @@ def shrink_tokens(
     model: HookedTransformer,
     tokens: Int[Tensor, "1 pos"],
     span: tuple[int, int],
-    cs: Float[Tensor, "grid"],
+    cs: Float[Tensor, " grid"],
     *,
     rules: Sequence[ReadoutRule] = ("exact", "contains"),
     vocab: Any = None,
@@ -97,7 +97,7 @@ def shrink_text_span(
     model: HookedTransformer,
     prompt: str,
     chars: tuple[int, int],
-    cs: Float[Tensor, "grid"],
+    cs: Float[Tensor, " grid"],
     *,
     chat: bool = False,
     **kwargs: Any,

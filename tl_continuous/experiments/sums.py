@@ -30,7 +30,7 @@ def sum_curve(
     question: str,
     a: int,
     b: int,
-    cs: Float[Tensor, "grid"] | None = None,
+    cs: Float[Tensor, " grid"] | None = None,
     *,
     template: str = SUMS_TEMPLATE,
     chat: bool = False,
@@ -69,7 +69,7 @@ def sum_curve(
 def sum_dataset(
     model: HookedTransformer,
     items: Sequence[dict[str, Any]] | None = None,
-    cs: Float[Tensor, "grid"] | None = None,
+    cs: Float[Tensor, " grid"] | None = None,
     *,
     limit: int | None = None,
     progress: bool = True,

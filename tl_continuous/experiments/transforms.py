@@ -68,7 +68,7 @@ def _finish(
 def translation_sweep(
     model: HookedTransformer,
     prompt: str | None = None,
-    shifts: Float[Tensor, "grid"] | None = None,
+    shifts: Float[Tensor, " grid"] | None = None,
     *,
     rules: Sequence[ReadoutRule] = ("exact", "contains"),
     progress: bool = True,
@@ -109,7 +109,7 @@ def translation_sweep(
 def scaling_sweep(
     model: HookedTransformer,
     prompt: str | None = None,
-    scales: Float[Tensor, "grid"] | None = None,
+    scales: Float[Tensor, " grid"] | None = None,
     *,
     rules: Sequence[ReadoutRule] = ("exact", "contains"),
     batch_size: int = 25,

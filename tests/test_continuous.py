@@ -417,3 +417,44 @@ def test_kv_cache_continues_with_duration_one(kind: str) -> None:
         step = model(TOKENS[:, 7:], past_kv_cache=cache, attention_mask=torch.ones(1, 1, dtype=torch.long))
     torch.testing.assert_close(first, full[:, :7], atol=1e-5, rtol=0)
     torch.testing.assert_close(step[:, -1], full[:, -1], atol=1e-5, rtol=0)
+
+
+# --- blending embeddings -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("method", ["lerp", "slerp"])
+def test_blend_endpoints_and_midpoint(tiny_learned: HookedTransformer, method: str) -> None:
+    from tl_continuous import blend_embeddings
+
+    a, b = TOKENS[0], TOKENS[0].clone()
+    b[3] = 30
+    logits = blend_embeddings(tiny_learned, a, b, torch.tensor([0.0, 0.3, 1.0]), method=method)
+    torch.testing.assert_close(logits[0], tiny_learned(a[None])[0], atol=1e-5, rtol=0)
+    torch.testing.assert_close(logits[2], tiny_learned(b[None])[0], atol=1e-5, rtol=0)
+    # the midpoint: an independent forward with the blended embedding written by hand
+    ea, eb = tiny_learned.W_E[a[3]].double(), tiny_learned.W_E[b[3]].double()
+    if method == "lerp":
+        mid = 0.7 * ea + 0.3 * eb
+    else:
+        omega = torch.arccos(ea @ eb / (ea.norm() * eb.norm()))
+        mid = (torch.sin(0.7 * omega) * ea + torch.sin(0.3 * omega) * eb) / torch.sin(omega)
+
+    def put(x: torch.Tensor, hook: object) -> torch.Tensor:
+        x = x.clone()
+        x[:, 3] = mid.float()
+        return x
+
+    want = tiny_learned.run_with_hooks(a[None], fwd_hooks=[("hook_embed", put)])
+    torch.testing.assert_close(logits[1], want[0], atol=1e-5, rtol=0)
+    with pytest.raises(ValueError, match="same length"):
+        blend_embeddings(tiny_learned, a, b[:-1], [0.5])
+
+
+def test_blend_composes_with_durations(tiny_rotary: HookedTransformer) -> None:
+    from tl_continuous import blend_embeddings
+
+    d = Durations.from_spans(8, [(2, 4)], value=0.4)
+    with continuous(tiny_rotary, d):
+        blended = blend_embeddings(tiny_rotary, TOKENS[0], TOKENS[0].flip(0), [0.0, 1.0])
+        want = tiny_rotary(torch.stack([TOKENS[0], TOKENS[0].flip(0)]))
+    torch.testing.assert_close(blended, want, atol=1e-5, rtol=0)

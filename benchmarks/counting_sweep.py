@@ -4,7 +4,7 @@
 
 Prints wall time and process CPU time (on a shared machine the CPU time with one thread is
 close to what the sweep takes with nothing else running), and writes JSON to
-benchmarks/results/counting_sweep.json.
+benchmarks/results/counting_sweep.json. ``python -m benchmarks`` runs it with the defaults.
 """
 
 from __future__ import annotations
@@ -12,18 +12,20 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 import time
-from pathlib import Path
 
 import torch
 
+from benchmarks.results_io import write_result
 
-def main() -> None:
+
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--batch-size", type=int, nargs="+", default=[25, 50, 100])
     parser.add_argument("--steps", type=int, default=100)
-    args = parser.parse_args()
+    args = parser.parse_args(argv or [])
     if args.threads:
         torch.set_num_threads(args.threads)
 
@@ -48,9 +50,8 @@ def main() -> None:
         }
         rows.append(row)
         print(json.dumps(row))
-    out = Path(__file__).parent / "results" / "counting_sweep.json"
-    out.write_text(json.dumps(rows, indent=1))
+    write_result("counting_sweep", {"runs": rows})
 
 
 if __name__ == "__main__":
-    main()
+    main(sys.argv[1:])

@@ -1,7 +1,7 @@
 """Batched forward passes for sweeps: one batch row per grid point, chunked.
 
-Every experiment reads only the next-token distribution after the prompt, so the forwards
-here unembed the last position only (a temporary hook keeps the last position of the final
+Every experiment reads only the next-token distribution after the prompt, so the duration
+sweeps here unembed the last position only (a temporary hook keeps the last position of the final
 residual stream; on SmolLM2 the unembedding of every position would cost a quarter of the
 forward). The hook lives in a ``model.hooks`` context of its own and is removed on exit.
 
@@ -137,8 +137,8 @@ def duration_sweep_probs(
 
 def blend_sweep_probs(
     model: HookedTransformer,
-    prompt_a: str,
-    prompt_b: str,
+    prompt_a: str | Int[Tensor, "1 pos"],
+    prompt_b: str | Int[Tensor, "1 pos"],
     lambdas: Float[Tensor, " grid"],
     *,
     method: str = "lerp",
@@ -153,11 +153,10 @@ def blend_sweep_probs(
         raise ValueError(f"lambdas must be 1-D (got shape {tuple(lambdas.shape)})")
     out = []
     for rows in chunks(lambdas.shape[0], batch_size, progress=progress, desc=desc):
-        lam = lambdas[rows]
-        out.append(
-            next_token_probs(
-                model,
-                lambda lam=lam: blend_embeddings(model, prompt_a, prompt_b, lam, method=method),
-            )
-        )
+        # blend_embeddings returns every position; its return type says so, so the
+        # last-position shortcut is not used here (blend prompts are short).
+        with torch.inference_mode():
+            logits = blend_embeddings(model, prompt_a, prompt_b, lambdas[rows], method=method)
+        dtype = torch.float64 if logits.dtype == torch.float64 else torch.float32
+        out.append(logits[:, -1].to(dtype).softmax(-1))
     return torch.cat(out)

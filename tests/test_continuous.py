@@ -55,7 +55,9 @@ def test_other_dtypes(dtype: torch.dtype) -> None:
     with continuous(ref, durations):
         want = ref(TOKENS)
     assert got.dtype == dtype
-    torch.testing.assert_close(got.float(), want, atol=0.1 if dtype == torch.bfloat16 else 1e-5, rtol=0)
+    torch.testing.assert_close(
+        got.float(), want, atol=0.1 if dtype == torch.bfloat16 else 1e-5, rtol=0
+    )
 
 
 # --- one layer, no positions: durations are repetitions -----------------------------------
@@ -114,7 +116,10 @@ def _patterns(model: HookedTransformer, durations: Durations, **kw: bool) -> lis
 def test_scaling_leaves_patterns_unchanged(scale: float) -> None:
     d = Durations(torch.tensor([1.0, 0.5, 2.0, 0.7, 1.3, 1.0, 0.2, 3.0]))
     # no positions at all (nopos) and rotary with positions switched off
-    for model, kw in ((tiny_model("nopos", n_layers=2), {}), (tiny_model("rotary"), {"positions": False})):
+    for model, kw in (
+        (tiny_model("nopos", n_layers=2), {}),
+        (tiny_model("rotary"), {"positions": False}),
+    ):
         base = _patterns(model, d, **kw)
         scaled = _patterns(model, d.scaled(scale), **kw)
         for a, b in zip(base, scaled, strict=True):
@@ -180,8 +185,12 @@ def test_fractional_rotary_matches_rotation_formula(kind: str) -> None:
     for layer in range(model.cfg.n_layers):
         q = _rotate_reference(cache["q", layer], pos, model.cfg)
         k = _rotate_reference(cache["k", layer], pos, model.cfg)
-        torch.testing.assert_close(cache[f"blocks.{layer}.attn.hook_rot_q"].double(), q, atol=1e-5, rtol=0)
-        torch.testing.assert_close(cache[f"blocks.{layer}.attn.hook_rot_k"].double(), k, atol=1e-5, rtol=0)
+        torch.testing.assert_close(
+            cache[f"blocks.{layer}.attn.hook_rot_q"].double(), q, atol=1e-5, rtol=0
+        )
+        torch.testing.assert_close(
+            cache[f"blocks.{layer}.attn.hook_rot_k"].double(), k, atol=1e-5, rtol=0
+        )
         k = k.repeat_interleave(model.cfg.n_heads // k.shape[2], dim=2)
         scores = torch.einsum("bqhd,bkhd->bhqk", q, k) / math.sqrt(model.cfg.d_head)
         causal = torch.ones(8, 8, dtype=torch.bool).tril()
@@ -227,7 +236,9 @@ def test_signal_hookpoints_in_cache_and_overwritable(tiny_rotary: HookedTransfor
         return d.values.expand_as(x).clone()
 
     with continuous(tiny_rotary, Durations.ones(1, 8, start=0.5)):
-        got = tiny_rotary.run_with_hooks(TOKENS, fwd_hooks=[("continuous.hook_durations", overwrite)])
+        got = tiny_rotary.run_with_hooks(
+            TOKENS, fwd_hooks=[("continuous.hook_durations", overwrite)]
+        )
         again = tiny_rotary(TOKENS)  # the user's temporary hook is gone again
     torch.testing.assert_close(got, want, atol=1e-6, rtol=0)
     torch.testing.assert_close(again, tiny_rotary(TOKENS), atol=1e-5, rtol=0)
@@ -288,7 +299,9 @@ def test_hooks_identical_before_and_after(tiny_rotary: HookedTransformer, fail: 
             assert "continuous.hook_durations" in model.hook_dict
             inside = model(TOKENS)
             # run_with_hooks resets every non-permanent hook: the mechanism must survive
-            model.run_with_hooks(TOKENS, fwd_hooks=[("blocks.0.hook_mlp_out", lambda x, hook: None)])
+            model.run_with_hooks(
+                TOKENS, fwd_hooks=[("blocks.0.hook_mlp_out", lambda x, hook: None)]
+            )
             torch.testing.assert_close(model(TOKENS), inside)
             assert handle.signal is model.continuous
             if fail:
@@ -311,7 +324,9 @@ def test_mechanism_survives_reset_hooks(tiny_rotary: HookedTransformer) -> None:
 
 def test_install_and_remove(tiny_learned: HookedTransformer) -> None:
     before = _hook_snapshot(tiny_learned)
-    handle = install_continuous(tiny_learned, Durations.from_spans(8, [(0, 3)], value=0.5), layers=[0])
+    handle = install_continuous(
+        tiny_learned, Durations.from_spans(8, [(0, 3)], value=0.5), layers=[0]
+    )
     with pytest.raises(ValueError, match="already"):
         install_continuous(tiny_learned, Durations.ones(1, 8))
     changed = tiny_learned(TOKENS)
@@ -343,7 +358,9 @@ def test_patching_runs_are_continuous(tiny_rotary: HookedTransformer) -> None:
             index_axis_names=("layer", "pos"),
         )
     # patching a run with its own activations changes nothing: every run was continuous
-    torch.testing.assert_close(result, torch.full_like(result, want[0, -1, 0].item()), atol=1e-4, rtol=0)
+    torch.testing.assert_close(
+        result, torch.full_like(result, want[0, -1, 0].item()), atol=1e-4, rtol=0
+    )
 
 
 # --- errors --------------------------------------------------------------------------------
@@ -413,8 +430,12 @@ def test_kv_cache_continues_with_duration_one(kind: str) -> None:
         full = model(TOKENS)
     with continuous(model, d):
         cache = TransformerLensKeyValueCache.init_cache(model.cfg, model.cfg.device, 1)
-        first = model(TOKENS[:, :7], past_kv_cache=cache, attention_mask=torch.ones(1, 7, dtype=torch.long))
-        step = model(TOKENS[:, 7:], past_kv_cache=cache, attention_mask=torch.ones(1, 1, dtype=torch.long))
+        first = model(
+            TOKENS[:, :7], past_kv_cache=cache, attention_mask=torch.ones(1, 7, dtype=torch.long)
+        )
+        step = model(
+            TOKENS[:, 7:], past_kv_cache=cache, attention_mask=torch.ones(1, 1, dtype=torch.long)
+        )
     torch.testing.assert_close(first, full[:, :7], atol=1e-5, rtol=0)
     torch.testing.assert_close(step[:, -1], full[:, -1], atol=1e-5, rtol=0)
 

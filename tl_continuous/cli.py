@@ -128,7 +128,7 @@ def _cmd_experiment(args: argparse.Namespace) -> int:
     from tl_continuous.views import experiments as views
 
     model = load_model(args.model, cache_dir=args.cache_dir, device=args.device)
-    common = {"progress": not args.no_progress}
+    progress = not args.no_progress
     steps = args.steps
     cs = default_grid(steps or 100)
     lambdas = torch.linspace(0.0, 1.0, steps or 100)
@@ -136,7 +136,9 @@ def _cmd_experiment(args: argparse.Namespace) -> int:
     result: Any
     if name in ("counting", "events", "sums"):
         run = {"counting": ex.count_dataset, "events": ex.event_dataset, "sums": ex.sum_dataset}
-        result = run[name](model, cs=cs, limit=args.limit, batch_size=args.batch_size, **common)
+        result = run[name](
+            model, cs=cs, limit=args.limit, batch_size=args.batch_size, progress=progress
+        )
         fig = (
             views.peak_figure(result)
             if name == "counting"
@@ -146,22 +148,24 @@ def _cmd_experiment(args: argparse.Namespace) -> int:
             _print_summary({"rule": rule, **_digit_summary(result, rule)})
     elif name == "interpolation":
         result = ex.interpolation_dataset(
-            model, lambdas=lambdas, limit=args.limit, batch_size=args.batch_size, **common
+            model, lambdas=lambdas, limit=args.limit, batch_size=args.batch_size, progress=progress
         )
         fig = views.sweep_figure(result.sweeps[0])
         _print_summary(result.interpolation_summary())
     elif name == "boolean":
-        result = ex.boolean_all_pairs(model, lambdas, batch_size=args.batch_size, **common)
+        result = ex.boolean_all_pairs(model, lambdas, batch_size=args.batch_size, progress=progress)
         fig = views.boolean_figure(result)
         _print_summary(result.interpolation_summary())
     else:
         if name == "translation":
             result = ex.translation_sweep(
-                model, shifts=torch.arange(0.0, float(steps or 11)), **common
+                model, shifts=torch.arange(0.0, float(steps or 11)), progress=progress
             )
         else:
             scales = torch.linspace(0.01, 1.5, steps or 50)
-            result = ex.scaling_sweep(model, scales=scales, batch_size=args.batch_size, **common)
+            result = ex.scaling_sweep(
+                model, scales=scales, batch_size=args.batch_size, progress=progress
+            )
         fig = views.sweep_figure(result)
         _print_summary(result.summary())
     _write(result, fig, args.out, name)

@@ -88,7 +88,7 @@ def test_blend_sweep_equals_blend_embeddings():
 
 def test_bad_shapes_raise():
     model = tiny_model("rotary")
-    with pytest.raises((ValueError, TypeError), match="tokens|durations"):
+    with pytest.raises((ValueError, TypeError), match=r"tokens|durations"):
         duration_sweep_probs(model, torch.tensor([[1, 2]]), torch.ones(2, 3), progress=False)
     with pytest.raises(ValueError, match="batch_size"):
         duration_sweep_probs(

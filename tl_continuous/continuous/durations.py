@@ -247,6 +247,10 @@ def word_token_spans(str_tokens: Sequence[str], word: str) -> list[tuple[int, in
     text = "".join(str_tokens)
     spans = []
     for match in re.finditer(rf"(?<!\w){re.escape(word)}(?!\w)", text):
-        hit = [k for k, (s, e) in enumerate(zip(starts, ends, strict=True)) if s < match.end() and e > match.start()]
+        hit = [
+            k
+            for k, (s, e) in enumerate(zip(starts, ends, strict=True))
+            if s < match.end() and e > match.start()
+        ]
         spans.append((hit[0], hit[-1]))
     return spans

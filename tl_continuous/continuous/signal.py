@@ -92,9 +92,7 @@ class SignalState:
     index: Tensor
     valid: Tensor | None
     rotary_delta: Tensor | None
-    rotary: dict[tuple[int, str, torch.dtype], tuple[Tensor, Tensor]] = field(
-        default_factory=dict
-    )
+    rotary: dict[tuple[int, str, torch.dtype], tuple[Tensor, Tensor]] = field(default_factory=dict)
 
 
 class ContinuousSignal(nn.Module):
@@ -191,7 +189,9 @@ class ContinuousSignal(nn.Module):
 
     def rotation(
         self, group: int, device: torch.device, dtype: torch.dtype
-    ) -> tuple[Float[Tensor, "batch key_pos 1 rotary_dim"], Float[Tensor, "batch key_pos 1 rotary_dim"]]:
+    ) -> tuple[
+        Float[Tensor, "batch key_pos 1 rotary_dim"], Float[Tensor, "batch key_pos 1 rotary_dim"]
+    ]:
         """``cos`` and ``sin`` of the extra rotary angles of a frequency group."""
         state = self._current()
         key = (group, str(device), dtype)
@@ -264,9 +264,7 @@ def _as_durations(durations: Durations | Tensor) -> Durations:
         return durations
     if isinstance(durations, Tensor):
         return Durations(durations)
-    raise TypeError(
-        f"durations must be a Durations or a tensor (got {type(durations).__name__})"
-    )
+    raise TypeError(f"durations must be a Durations or a tensor (got {type(durations).__name__})")
 
 
 def _check_layers(model: HookedTransformer, layers: Sequence[int] | None) -> list[int]:

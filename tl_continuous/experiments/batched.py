@@ -19,7 +19,8 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any, TypeVar
+from functools import partial
+from typing import Any, Literal, TypeVar
 
 import torch
 from jaxtyping import Float, Int
@@ -50,7 +51,9 @@ def chunks(n: int, batch_size: int, *, progress: bool = False, desc: str = "") -
     if progress and len(starts) > 1:
         from tqdm.auto import tqdm
 
-        starts = tqdm(starts, desc=desc or "sweep", unit="batch")  # type: ignore[assignment]
+        for i in tqdm(starts, desc=desc or "sweep", unit="batch"):
+            yield slice(i, min(i + batch_size, n))
+        return
     for i in starts:
         yield slice(i, min(i + batch_size, n))
 
@@ -131,7 +134,7 @@ def duration_sweep_probs(
         batch = durations[rows]
         toks = tokens.expand(batch.shape[0], -1)
         with continuous(model, Durations(batch, start=start)):
-            out.append(next_token_probs(model, lambda toks=toks: model(toks)))
+            out.append(next_token_probs(model, partial(model, toks)))
     return torch.cat(out)
 
 
@@ -141,7 +144,7 @@ def blend_sweep_probs(
     prompt_b: str | Int[Tensor, "1 pos"],
     lambdas: Float[Tensor, " grid"],
     *,
-    method: str = "lerp",
+    method: Literal["lerp", "slerp"] = "lerp",
     batch_size: int = 25,
     progress: bool = True,
     desc: str = "",

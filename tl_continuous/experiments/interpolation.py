@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from jaxtyping import Float
@@ -66,7 +66,7 @@ def interpolate_prompts(
     lambdas: Float[Tensor, " grid"] | None = None,
     *,
     readout: Readout | None = None,
-    method: str = "lerp",
+    method: Literal["lerp", "slerp"] = "lerp",
     experiment: str = "interpolation",
     expected: int | None = None,
     batch_size: int = 25,
@@ -196,7 +196,7 @@ def boolean_interpolation(
     lambdas: Float[Tensor, " grid"] | None = None,
     *,
     template: str = BOOLEAN_TEMPLATE,
-    method: str = "lerp",
+    method: Literal["lerp", "slerp"] = "lerp",
     batch_size: int = 25,
     progress: bool = True,
 ) -> SweepSet:

@@ -27,7 +27,8 @@ three digit rules select the same ten tokens there; on other tokenizers they dif
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import weakref
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -36,6 +37,8 @@ from jaxtyping import Float
 from torch import Tensor
 
 __all__ = ["DIGITS", "Readout", "ReadoutRule", "vocab_texts"]
+
+_DECODED: dict[tuple[int, int], tuple[Callable[[], Any], list[str]]] = {}
 
 ReadoutRule = Literal["exact", "contains", "prefix"]
 _RULES: tuple[str, ...] = ("exact", "contains", "prefix")
@@ -64,7 +67,21 @@ def vocab_texts(model_or_texts: Any) -> list[str]:
             f"token texts (got {type(model_or_texts).__name__} without a tokenizer)"
         )
     n_vocab = getattr(getattr(model_or_texts, "cfg", None), "d_vocab", None) or len(tokenizer)
-    return list(tokenizer.batch_decode([[i] for i in range(n_vocab)]))
+    # decoding a whole vocabulary takes ~1 s (SmolLM2); sweeps over datasets ask per item
+    key = (id(tokenizer), n_vocab)
+    cached = _DECODED.get(key)
+    if cached is None or cached[0]() is not tokenizer:
+        texts = list(tokenizer.batch_decode([[i] for i in range(n_vocab)]))
+        cached = (_reference(tokenizer), texts)
+        _DECODED[key] = cached
+    return list(cached[1])
+
+
+def _reference(obj: Any) -> Callable[[], Any]:
+    try:
+        return weakref.ref(obj)
+    except TypeError:  # not weak-referenceable: keep it alive with the cache entry
+        return lambda: obj
 
 
 def _matches(text: str, label: str, rule: str, case_sensitive: bool) -> bool:

@@ -154,6 +154,16 @@ class Sweep:
                 self.labels[k]: round(v, 4) for k, v in sorted(self.first_argmax(rule).items())
             },
         }
+        probs = self.probs[rule]
+        if self.expected is not None:
+            out["p_expected_at_start"] = float(probs[0, self.expected])
+            out["p_expected_at_end"] = float(probs[-1, self.expected])
+        if all(label.isdigit() for label in self.labels):
+            # mean of the digit distribution renormalised over the labels
+            values = torch.tensor([float(label) for label in self.labels], dtype=torch.float64)
+            mean = (probs.double() @ values) / probs.double().sum(-1)
+            out["mean_digit_at_start"] = float(mean[0])
+            out["mean_digit_at_end"] = float(mean[-1])
         if self.experiment == "counting" and self.expected is not None:
             out["peak_fraction"] = self.peak_fraction(rule)
             out["baseline"] = 1 / self.expected

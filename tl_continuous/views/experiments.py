@@ -85,10 +85,7 @@ def boolean_figure(sweeps: SweepSet, rule: str | None = None) -> Any:
     input pair."""
     from plotly.subplots import make_subplots
 
-    pairs = sorted(
-        {(s.meta["op_a"], s.meta["op_b"]) for s in sweeps.sweeps},
-        key=lambda p: [s.meta.get("op_a") for s in sweeps.sweeps].index(p[0]),
-    )
+    pairs = list(dict.fromkeys((s.meta["op_a"], s.meta["op_b"]) for s in sweeps.sweeps))
     cols = min(len(pairs), 5)
     rows = (len(pairs) + cols - 1) // cols
     fig = make_subplots(

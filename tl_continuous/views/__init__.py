@@ -1,0 +1,1 @@
+"""Figures (plotly) for results; no computation happens here."""

@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from tl_continuous.experiments.transforms import scaling_sweep, translation_sweep
     from tl_continuous.lines_of_thought.ensemble import LinesOfThought
     from tl_continuous.models import MODELS, load_hf_folder, load_model
+    from tl_continuous.testbed.experiment import CountingContinuityResult
     from tl_continuous.tiny import tiny_model
 
 # public name -> module that defines it
@@ -53,6 +54,7 @@ _EXPORTS: dict[str, str] = {
     "boolean_all_pairs": "tl_continuous.experiments.interpolation",
     "translation_sweep": "tl_continuous.experiments.transforms",
     "scaling_sweep": "tl_continuous.experiments.transforms",
+    "CountingContinuityResult": "tl_continuous.testbed.experiment",
     "Durations": "tl_continuous.continuous.durations",
     "blend_embeddings": "tl_continuous.continuous.blend",
     "continuous": "tl_continuous.continuous.signal",
@@ -67,6 +69,7 @@ _EXPORTS: dict[str, str] = {
 
 __all__ = [
     "MODELS",
+    "CountingContinuityResult",
     "Durations",
     "LinesOfThought",
     "Readout",

@@ -109,7 +109,9 @@ def test_noise_free_model_reproduces_the_trajectories():
     model = LangevinModel.from_tensors(ens.U, ens.S, alpha=0.0, lam=0.0)
     x = ens.trajectories
     for n in range(3):  # Runge-Kutta on the mean: essentially exact
-        means, _ = model.moments(x[n, 1], torch.zeros(6, 6, dtype=torch.float64), start=1, horizon=3)
+        means, _ = model.moments(
+            x[n, 1], torch.zeros(6, 6, dtype=torch.float64), start=1, horizon=3
+        )
         assert torch.allclose(means, x[n, 1:], rtol=1e-6, atol=1e-6 * float(x.abs().max()))
     sim = model.simulate(x[:, 1], start=1, horizon=3, dt=0.01, noise=False)
     err = (sim - x[:, 1:]).norm(dim=-1) / x[:, 1:].norm(dim=-1)

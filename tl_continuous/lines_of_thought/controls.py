@@ -155,7 +155,8 @@ class DynamicsSummary:
     def step_ratio(self) -> float:
         """Mean step of the second half of the transitions over that of the first half."""
         half = len(self.step) // 2
-        return float(np.mean(self.step[half:]) / max(np.mean(self.step[:half]), 1e-300))
+        first = float(np.mean(self.step[:half]))
+        return float(np.mean(self.step[half:])) / max(first, 1e-300)
 
     @classmethod
     def from_statistics(

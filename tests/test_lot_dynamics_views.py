@@ -33,7 +33,7 @@ def test_variance_figure_holds_the_log_variances_and_the_fit_line():
 
 def test_diagnostics_figure_colours_flagged_layers():
     d = LayerDiagnostics(
-        [1.0, 2.0, 3.0], [0.1, 0.1, 2.0], [0.0] * 3, [0.1] * 3, [0, 0, 9.0], [2], 3.5, 1
+        [1.0, 2.0, 3.0], [0.1, 0.1, 2.0], [0.0] * 3, [0.1] * 3, [0.0, 0.0, 9.0], [2], 3.5, 1
     )
     bars = layer_diagnostics_figure(d).data[0]
     assert list(bars.marker.color) == ["steelblue", "steelblue", "crimson"]

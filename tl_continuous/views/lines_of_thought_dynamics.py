@@ -72,7 +72,9 @@ def variance_law_figure(stats: ResidualStatistics, fit: VarianceLawFit | None = 
             y=torch.log(stats.variance).tolist(),
             mode="markers",
             marker={"color": stats.tau.tolist(), "colorscale": "Plasma", "size": 5},
-            text=[f"t={t}, tau={u}" for t, u in zip(stats.t.tolist(), stats.tau.tolist())],
+            text=[
+                f"t={t}, tau={u}" for t, u in zip(stats.t.tolist(), stats.tau.tolist(), strict=True)
+            ],
             name="pairs",
         ),
         row=1,

@@ -11,11 +11,13 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from tl_continuous.lines_of_thought.ensemble import LinesOfThought
     from tl_continuous.models import MODELS, load_hf_folder, load_model
     from tl_continuous.tiny import tiny_model
 
 # public name -> module that defines it
 _EXPORTS: dict[str, str] = {
+    "LinesOfThought": "tl_continuous.lines_of_thought.ensemble",
     "MODELS": "tl_continuous.models",
     "load_hf_folder": "tl_continuous.models",
     "load_model": "tl_continuous.models",
@@ -23,6 +25,7 @@ _EXPORTS: dict[str, str] = {
 }
 
 __all__ = [
+    "LinesOfThought",
     "MODELS",
     "load_hf_folder",
     "load_model",

@@ -1,1 +1,70 @@
-"""Lines of thought: residual-stream trajectories of the last token through the layers."""
+"""Lines of thought (ICLR 2025): residual-stream trajectory ensembles of a ``HookedTransformer``.
+
+Modules, in the order data flows:
+
+* :mod:`~tl_continuous.lines_of_thought.corpus`: pseudo-sentences, default corpus, gibberish.
+* :mod:`~tl_continuous.lines_of_thought.ensemble`: :class:`LinesOfThought` (the ensemble).
+* :mod:`~tl_continuous.lines_of_thought.collect`: lean, resumable, sharded collection.
+* :mod:`~tl_continuous.lines_of_thought.bases`: per-layer SVD bases and their realignment.
+* :mod:`~tl_continuous.lines_of_thought.truncation`: KL under truncation to top-K directions.
+
+This package never imports :mod:`tl_continuous.continuous`. Submodules are imported lazily.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from tl_continuous.lines_of_thought.bases import TrajectoryBases, realign_bases
+    from tl_continuous.lines_of_thought.collect import (
+        CorruptShardError,
+        IncompleteShardsError,
+        collect_shards,
+        load_shards,
+    )
+    from tl_continuous.lines_of_thought.corpus import (
+        PseudoSentences,
+        default_corpus_text,
+        gibberish,
+        pseudo_sentences,
+    )
+    from tl_continuous.lines_of_thought.ensemble import LinesOfThought
+    from tl_continuous.lines_of_thought.truncation import (
+        TruncationCurve,
+        truncation_kl_every_layer,
+        truncation_kl_last_layer,
+    )
+
+_EXPORTS: dict[str, str] = {
+    "TrajectoryBases": "bases",
+    "realign_bases": "bases",
+    "CorruptShardError": "collect",
+    "IncompleteShardsError": "collect",
+    "collect_shards": "collect",
+    "load_shards": "collect",
+    "PseudoSentences": "corpus",
+    "default_corpus_text": "corpus",
+    "gibberish": "corpus",
+    "pseudo_sentences": "corpus",
+    "LinesOfThought": "ensemble",
+    "TruncationCurve": "truncation",
+    "truncation_kl_every_layer": "truncation",
+    "truncation_kl_last_layer": "truncation",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        module = importlib.import_module(f"{__name__}.{_EXPORTS[name]}")
+        value = getattr(module, name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_EXPORTS])

@@ -27,9 +27,12 @@ def test_svd_matches_numpy_uncentred() -> None:
     for t in range(2):
         s_np = np.linalg.svd(x[:, t].double().numpy().T, compute_uv=False)
         np.testing.assert_allclose(bases.S[t].numpy(), s_np, rtol=1e-10)
-        recon = bases.U[t] @ torch.diag(bases.S[t]) @ torch.linalg.pinv(
-            bases.U[t] @ torch.diag(bases.S[t])
-        ) @ x[:, t].double().T
+        recon = (
+            bases.U[t]
+            @ torch.diag(bases.S[t])
+            @ torch.linalg.pinv(bases.U[t] @ torch.diag(bases.S[t]))
+            @ x[:, t].double().T
+        )
         torch.testing.assert_close(recon, x[:, t].double().T)
 
 

@@ -60,10 +60,14 @@ def test_from_cache_with_a_filtered_cache_and_missing_hooks() -> None:
     _, cache = model.run_with_cache(tokens, names_filter=lambda n: n.endswith("resid_post"))
     pilots = torch.tensor([1, 4, 2])
     lot = LinesOfThought.from_cache(cache, pilot_positions=pilots)
-    ref = torch.stack([cache[f"blocks.{i}.hook_resid_post"][torch.arange(3), pilots] for i in (0, 1)], 1)
+    ref = torch.stack(
+        [cache[f"blocks.{i}.hook_resid_post"][torch.arange(3), pilots] for i in (0, 1)], 1
+    )
     torch.testing.assert_close(lot.trajectories, ref)
     as_dict = {k: v for k, v in cache.items()}
-    assert torch.equal(LinesOfThought.from_cache(as_dict, pilot_positions=pilots).trajectories, lot.trajectories)
+    assert torch.equal(
+        LinesOfThought.from_cache(as_dict, pilot_positions=pilots).trajectories, lot.trajectories
+    )
     with pytest.raises(ValueError, match=r"missing the hooks \['blocks.0.hook_resid_mid'"):
         LinesOfThought.from_cache(cache, hook="resid_mid")
 

@@ -81,7 +81,9 @@ def test_last_layer_matches_a_direct_computation() -> None:
     u = bases.U[-1][:, bases.S[-1].argsort(descending=True)[:k]]
     xk = (x @ u @ u.T).float()
     logits_k = model.unembed(model.ln_final(xk[:, None]))[:, 0]
-    kl = kl_divergence(torch.log_softmax(logits_k.double(), -1), torch.log_softmax(logits.double(), -1))
+    kl = kl_divergence(
+        torch.log_softmax(logits_k.double(), -1), torch.log_softmax(logits.double(), -1)
+    )
     assert abs(float(curve.kl_mean[0]) - float(kl.mean())) < 1e-5
     lp = torch.log_softmax(logits.double(), -1)
     assert abs(curve.baseline - float(kl_divergence(lp[:-1], lp[1:]).median())) < 1e-4

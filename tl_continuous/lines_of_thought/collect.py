@@ -360,9 +360,7 @@ def collect_shards(
         raise ValueError("attention_mask must have the shape of the token ids")
     _check_model(model, include_final_norm)
     names = layer_hook_names(model.cfg.n_layers, hook, layers, include_final_norm)
-    n_tokens = (
-        tokens_or_corpus.n_tokens if isinstance(tokens_or_corpus, PseudoSentences) else None
-    )
+    n_tokens = tokens_or_corpus.n_tokens if isinstance(tokens_or_corpus, PseudoSentences) else None
     manifest = _manifest(
         model, tokens, attention_mask, batch_size, names, hook, include_final_norm, extra, n_tokens
     )

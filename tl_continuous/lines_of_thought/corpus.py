@@ -110,7 +110,9 @@ class PseudoSentences:
 
     def __post_init__(self) -> None:
         if self.tokens.ndim != 2:
-            raise ValueError(f"tokens must be [n_sentences, pos] (got shape {tuple(self.tokens.shape)})")
+            raise ValueError(
+                f"tokens must be [n_sentences, pos] (got shape {tuple(self.tokens.shape)})"
+            )
         expected = self.n_tokens + int(self.prepend_bos)
         if self.tokens.shape[1] != expected:
             raise ValueError(
@@ -278,7 +280,9 @@ def gibberish(
         raise ValueError("exclude removes every token id")
     gen = torch.Generator().manual_seed(seed)
     picks = torch.randint(0, allowed.numel(), (n_sentences, n_tokens), generator=gen)
-    params = f"gibberish vocab={vocab} exclude={sorted(banned)} seed={seed} n={n_sentences}x{n_tokens}"
+    params = (
+        f"gibberish vocab={vocab} exclude={sorted(banned)} seed={seed} n={n_sentences}x{n_tokens}"
+    )
     return PseudoSentences(
         tokens=allowed[picks],
         chunk_index=torch.arange(n_sentences),
@@ -289,4 +293,3 @@ def gibberish(
         n_chunks_total=n_sentences,
         extra={"vocab": vocab, "excluded": sorted(banned)},
     )
-

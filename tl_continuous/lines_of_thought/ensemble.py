@@ -137,9 +137,7 @@ class LinesOfThought:
                 f"layer_names must name each of the {n_layers} layers (got {len(self.layer_names)})"
             )
         if self.tokens is not None and (self.tokens.ndim != 2 or self.tokens.shape[0] != n):
-            raise ValueError(
-                f"tokens must be [{n}, pos] (got shape {tuple(self.tokens.shape)})"
-            )
+            raise ValueError(f"tokens must be [{n}, pos] (got shape {tuple(self.tokens.shape)})")
         if self.pilot_positions is not None and self.pilot_positions.shape != (n,):
             raise ValueError(f"pilot_positions must have shape ({n},)")
 
@@ -371,7 +369,9 @@ class LinesOfThought:
         with safe_open(str(path), framework="pt") as f:
             header = f.metadata() or {}
             if header.get("format") != FORMAT:
-                raise ValueError(f"{path} is not a LinesOfThought file (format {header.get('format')!r})")
+                raise ValueError(
+                    f"{path} is not a LinesOfThought file (format {header.get('format')!r})"
+                )
             tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
         return cls(
             trajectories=tensors["trajectories"],

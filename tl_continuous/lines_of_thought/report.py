@@ -148,7 +148,9 @@ def main(argv: list[str] | None = None) -> int:
     tag = "pydoc" if args.corpus is None else Path(args.corpus).stem
     shard_dir = Path(
         args.shard_dir
-        or cache_root() / "lot-shards" / f"{args.model}-{tag}-n{args.n_tokens}-{args.n}-s{args.seed}"
+        or cache_root()
+        / "lot-shards"
+        / f"{args.model}-{tag}-n{args.n_tokens}-{args.n}-s{args.seed}"
     )
     t0 = time.perf_counter()
     collect_shards(
@@ -181,9 +183,7 @@ def main(argv: list[str] | None = None) -> int:
 
     spectra = bases.spectra()
     angles = torch.rad2deg(bases.rotation_angles(3)).mean(dim=1)
-    k90 = [
-        int((torch.cumsum(s**2, 0) / (s**2).sum() < 0.9).sum()) + 1 for s in spectra
-    ]
+    k90 = [int((torch.cumsum(s**2, 0) / (s**2).sum() < 0.9).sum()) + 1 for s in spectra]
     rows = []
     for t in range(lot.n_layers):
         s = spectra[t]

@@ -106,7 +106,9 @@ class TruncationCurve:
         if not (self.ks.shape == self.kl_mean.shape == self.kl_median.shape) or self.ks.ndim != 1:
             raise ValueError("ks, kl_mean and kl_median must be 1-D and of equal length")
         if self.reading not in ("last_layer", "every_layer"):
-            raise ValueError(f"reading must be 'last_layer' or 'every_layer' (got {self.reading!r})")
+            raise ValueError(
+                f"reading must be 'last_layer' or 'every_layer' (got {self.reading!r})"
+            )
 
     def knee(self, fraction: float = 0.9) -> int:
         """Smallest K where the KL has fallen by ``fraction`` of its drop over the grid.
@@ -322,7 +324,9 @@ def truncation_kl_every_layer(
         raise ValueError("lot has no token ids; the every-layer reading re-runs the sequences")
     pos = lot.tokens.shape[1]
     if lot.pilot_positions is not None and bool((lot.pilot_positions != pos - 1).any()):
-        raise ValueError("the every-layer reading needs the pilot at the last position (no padding)")
+        raise ValueError(
+            "the every-layer reading needs the pilot at the last position (no padding)"
+        )
     if pos < 2 and method == "kv_cache":
         raise ValueError("sequences of one token have no prefix; use method='naive'")
     if method not in ("kv_cache", "naive"):
@@ -352,7 +356,9 @@ def truncation_kl_every_layer(
 
                 cache = TransformerLensKeyValueCache.init_cache(model.cfg, device, b)
                 ones = torch.ones_like(toks)
-                model(toks[:, :-1], attention_mask=ones[:, :-1], past_kv_cache=cache, return_type=None)
+                model(
+                    toks[:, :-1], attention_mask=ones[:, :-1], past_kv_cache=cache, return_type=None
+                )
                 cache.freeze()
                 last, mask = toks[:, -1:], ones  # the frozen cache keeps the prefix mask
                 logits = model(last, attention_mask=mask[:, -1:], past_kv_cache=cache)[:, -1]

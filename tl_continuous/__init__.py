@@ -11,13 +11,22 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from tl_continuous.lines_of_thought.compare import EnsembleComparison
+    from tl_continuous.lines_of_thought.controls import LayerDiagnostics
+    from tl_continuous.lines_of_thought.dynamics import ResidualStatistics, VarianceLawFit
     from tl_continuous.lines_of_thought.ensemble import LinesOfThought
+    from tl_continuous.lines_of_thought.langevin import LangevinModel
     from tl_continuous.models import MODELS, load_hf_folder, load_model
     from tl_continuous.tiny import tiny_model
 
 # public name -> module that defines it
 _EXPORTS: dict[str, str] = {
+    "EnsembleComparison": "tl_continuous.lines_of_thought.compare",
+    "LangevinModel": "tl_continuous.lines_of_thought.langevin",
+    "LayerDiagnostics": "tl_continuous.lines_of_thought.controls",
     "LinesOfThought": "tl_continuous.lines_of_thought.ensemble",
+    "ResidualStatistics": "tl_continuous.lines_of_thought.dynamics",
+    "VarianceLawFit": "tl_continuous.lines_of_thought.dynamics",
     "MODELS": "tl_continuous.models",
     "load_hf_folder": "tl_continuous.models",
     "load_model": "tl_continuous.models",
@@ -25,7 +34,12 @@ _EXPORTS: dict[str, str] = {
 }
 
 __all__ = [
+    "EnsembleComparison",
+    "LangevinModel",
+    "LayerDiagnostics",
     "LinesOfThought",
+    "ResidualStatistics",
+    "VarianceLawFit",
     "MODELS",
     "load_hf_folder",
     "load_model",

@@ -46,8 +46,10 @@ def test_report_on_a_tiny_model(tmp_path):
     assert len(results["gibberish_separability"]) == 6
     kinds = {(c["t"], c["tau"], c["kind"].split(" ")[0]) for c in results["comparisons"]}
     assert (2, 1, "extrapolation") in kinds and (2, 3, "Langevin") in kinds
+    assert [m["tau"] for m in results["moments"]] == [1, 2, 3]
     text = render_markdown(json.loads(json.dumps(results)), "python -m x")
     assert "## Variance law" in text and "| tiny (language) | 48 |" in text
+    assert "Fokker-Planck moments" in text
     assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())
     # a rerun reads the shards instead of collecting again
     again = build_results(

@@ -106,3 +106,12 @@ def test_diagnostics_flag_a_normalised_last_layer():
     assert LayerDiagnostics.from_dict(json.loads(json.dumps(diag.to_dict()))) == diag
     with pytest.raises(ValueError, match="max_tau"):
         LayerDiagnostics.from_statistics(stats, fit, max_tau=0)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.bfloat16])
+def test_controls_keep_the_model_dtype(dtype):
+    model = tiny_model("rotary", n_layers=2, dtype=dtype)
+    for control in (untrained_model(model, seed=1), reinitialised_model(model, seed=1)):
+        assert control.W_E.dtype == dtype
+        assert control.blocks[1].attn.W_Q.dtype == dtype
+        assert control(torch.tensor([[1, 2, 3]])).isfinite().all()

@@ -197,3 +197,16 @@ def test_bad_inputs_raise_value_errors():
         VarianceLawFit.fit(torch.arange(3.0).double(), torch.tensor([1.0, 0.0, 2.0]).double())
     with pytest.raises(ValueError, match="layers"):
         valid_pairs(3, layers=(2, 5))
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
+def test_low_precision_inputs_are_analysed_in_float64(dtype):
+    ens = linear_gaussian_ensemble(n=400, n_layers=6, d_model=12, rank=4, seed=5)
+    ref = ResidualStatistics.from_tensors(ens.trajectories, ens.U, ens.S, progress=False)
+    low = ResidualStatistics.from_tensors(
+        ens.trajectories.to(dtype), ens.U.to(dtype), ens.S.to(dtype), progress=False
+    )
+    assert low.variance.dtype == torch.float64
+    tol = 0.2 if dtype == torch.bfloat16 else 1e-3
+    fit_ref, fit_low = VarianceLawFit.from_statistics(ref), VarianceLawFit.from_statistics(low)
+    assert fit_low.lam == pytest.approx(fit_ref.lam, rel=tol)

@@ -171,6 +171,7 @@ class LangevinModel:
     lam: float
     paths: list[OrthogonalPath] = field(init=False, repr=False)
     _spline: Any = field(init=False, repr=False)
+    _turn_cache: dict[int, Tensor] = field(init=False, repr=False, default_factory=dict)
 
     def __post_init__(self) -> None:
         self.U = self.U.detach().to(_F64).cpu()
@@ -273,8 +274,14 @@ class LangevinModel:
         """
         i = self._segment(t) if segment is None else segment
         rot = self.rotation(t, i)
-        k = torch.from_numpy(self.paths[i].log()) / float(self.times[i + 1] - self.times[i])
-        return self.U[i] @ k @ self.U[i].T + (rot * self.log_growth(t)) @ rot.T
+        return self._turning(i) + (rot * self.log_growth(t)) @ rot.T
+
+    def _turning(self, i: int) -> Tensor:
+        """``R' R^T`` of segment ``i`` (constant inside it), cached."""
+        if i not in self._turn_cache:
+            k = torch.from_numpy(self.paths[i].log()) / float(self.times[i + 1] - self.times[i])
+            self._turn_cache[i] = self.U[i] @ k @ self.U[i].T
+        return self._turn_cache[i]
 
     def _grid(self, start: int, horizon: int, dt: float) -> list[tuple[int, np.ndarray]]:
         if not 0 <= start < self.n_layers:

@@ -115,3 +115,18 @@ def test_controls_keep_the_model_dtype(dtype):
         assert control.W_E.dtype == dtype
         assert control.blocks[1].attn.W_Q.dtype == dtype
         assert control(torch.tensor([[1, 2, 3]])).isfinite().all()
+
+
+def test_untrained_model_initialises_even_when_the_config_says_not_to():
+    # checkpoint-loaded models (load_model) carry cfg.init_weights = False
+    model = tiny_model("rotary", n_layers=2)
+    model.cfg.init_weights = False
+    fresh = untrained_model(model, seed=2)
+    assert model.cfg.init_weights is False
+    for name, p in fresh.named_parameters():
+        assert bool(p.isfinite().all()), name
+    assert float(fresh.blocks[1].attn.W_Q.std()) > 0
+    assert float(fresh.W_E.std()) > 0
+    halves = reinitialised_model(model, seed=2)
+    assert float(halves.blocks[1].mlp.W_in.std()) > 0
+    assert bool(halves(torch.tensor([[1, 2, 3]])).isfinite().all())

@@ -66,10 +66,16 @@ def untrained_model(model: HookedTransformer, *, seed: int = 0) -> HookedTransfo
         raise TypeError(f"model must be a HookedTransformer (got {type(model).__name__})")
     cfg = copy.deepcopy(model.cfg)
     cfg.seed = None  # TransformerLens would reseed every global RNG
+    # loaded models carry init_weights=False (their weights come from a checkpoint): without
+    # this the new parameters would be whatever torch.empty left in memory
+    cfg.init_weights = True
     devices = [torch.device("cpu")] if cfg.device is None else [torch.device(cfg.device)]
     with torch.random.fork_rng(devices=[d for d in devices if d.type == "cuda"]):
         torch.manual_seed(seed)
         fresh = HookedTransformer(cfg, tokenizer=model.tokenizer, move_to_device=True)
+    for name, param in fresh.named_parameters():
+        if param.numel() > 1 and not bool(param.detach().float().isfinite().all()):
+            raise RuntimeError(f"initialisation left non-finite values in {name}")
     return fresh.eval()
 
 

@@ -418,6 +418,8 @@ def build_results(
     }
     main_analysis: dict[str, Any] = {}
     for name, ens in ensembles:
+        if not bool(ens.trajectories.isfinite().all()):
+            raise ValueError(f"the {name} ensemble holds non-finite values")
         a = analyse(ens, n_blocks, name=name, fit_layers=fit_range, progress=progress)
         if not main_analysis:
             main_analysis = a

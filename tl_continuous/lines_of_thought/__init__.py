@@ -7,6 +7,11 @@ Modules, in the order data flows:
 * :mod:`~tl_continuous.lines_of_thought.collect`: lean, resumable, sharded collection.
 * :mod:`~tl_continuous.lines_of_thought.bases`: per-layer SVD bases and their realignment.
 * :mod:`~tl_continuous.lines_of_thought.truncation`: KL under truncation to top-K directions.
+* :mod:`~tl_continuous.lines_of_thought.dynamics`: extrapolation residuals, the variance law.
+* :mod:`~tl_continuous.lines_of_thought.langevin`: the Langevin model, simulation, moments.
+* :mod:`~tl_continuous.lines_of_thought.compare`: classifier accuracy and Wasserstein distances.
+* :mod:`~tl_continuous.lines_of_thought.controls`: controls and per-layer diagnostics.
+* :mod:`~tl_continuous.lines_of_thought.synthetic`: a known linear-Gaussian model (tests, demos).
 
 This package never imports :mod:`tl_continuous.continuous`. Submodules are imported lazily.
 """
@@ -30,7 +35,31 @@ if TYPE_CHECKING:
         gibberish,
         pseudo_sentences,
     )
+    from tl_continuous.lines_of_thought.compare import (
+        EnsembleComparison,
+        classifier_accuracy,
+        gaussian_wasserstein,
+        sliced_wasserstein,
+    )
+    from tl_continuous.lines_of_thought.controls import (
+        DynamicsSummary,
+        LayerDiagnostics,
+        layer_separability,
+        reinitialised_model,
+        untrained_model,
+    )
+    from tl_continuous.lines_of_thought.dynamics import (
+        ResidualStatistics,
+        VarianceLawFit,
+        extrapolate,
+        residuals,
+    )
     from tl_continuous.lines_of_thought.ensemble import LinesOfThought
+    from tl_continuous.lines_of_thought.langevin import LangevinModel, orthogonal_path
+    from tl_continuous.lines_of_thought.synthetic import (
+        SyntheticEnsemble,
+        linear_gaussian_ensemble,
+    )
     from tl_continuous.lines_of_thought.truncation import (
         TruncationCurve,
         truncation_kl_every_layer,
@@ -49,6 +78,23 @@ _EXPORTS: dict[str, str] = {
     "gibberish": "corpus",
     "pseudo_sentences": "corpus",
     "LinesOfThought": "ensemble",
+    "EnsembleComparison": "compare",
+    "classifier_accuracy": "compare",
+    "gaussian_wasserstein": "compare",
+    "sliced_wasserstein": "compare",
+    "DynamicsSummary": "controls",
+    "LayerDiagnostics": "controls",
+    "layer_separability": "controls",
+    "reinitialised_model": "controls",
+    "untrained_model": "controls",
+    "ResidualStatistics": "dynamics",
+    "VarianceLawFit": "dynamics",
+    "extrapolate": "dynamics",
+    "residuals": "dynamics",
+    "LangevinModel": "langevin",
+    "orthogonal_path": "langevin",
+    "SyntheticEnsemble": "synthetic",
+    "linear_gaussian_ensemble": "synthetic",
     "TruncationCurve": "truncation",
     "truncation_kl_every_layer": "truncation",
     "truncation_kl_last_layer": "truncation",

@@ -7,6 +7,9 @@ Two ratios, measured in one run with interleaved repetitions (median of each):
 2. the same continuous forward over the straightforward Hugging Face route (eager attention,
    float ``position_ids``, 4D additive mask of log durations; same weights and inputs).
 
+For context it also prints plain TransformerLens over plain Hugging Face (eager): the part of
+ratio 2 that is TransformerLens' own and not the continuous mechanism's.
+
 Each repetition times the three variants back to back; the ratios reported are medians of
 the per-repetition ratios (robust to the load drifting on a shared machine), next to the
 ratios of the median times.
@@ -62,7 +65,15 @@ def main(argv: list[str] | None = None) -> None:
     def hf_route() -> object:
         return hf_continuous_logits(hf, tokens, durations)
 
-    variants = {"tl_plain": plain, "tl_continuous": cont, "hf_continuous": hf_route}
+    def hf_plain() -> object:
+        return hf(input_ids=tokens, use_cache=False).logits
+
+    variants = {
+        "tl_plain": plain,
+        "tl_continuous": cont,
+        "hf_plain": hf_plain,
+        "hf_continuous": hf_route,
+    }
     for fn in variants.values():  # warm-up
         fn()
     times: dict[str, list[float]] = {name: [] for name in variants}
@@ -82,6 +93,7 @@ def main(argv: list[str] | None = None) -> None:
         "median_seconds": median,
         "ratio_continuous_over_plain": paired("tl_continuous", "tl_plain"),
         "ratio_continuous_over_hf_route": paired("tl_continuous", "hf_continuous"),
+        "ratio_tl_plain_over_hf_plain": paired("tl_plain", "hf_plain"),
         "ratio_of_medians_continuous_over_plain": median["tl_continuous"] / median["tl_plain"],
         "ratio_of_medians_continuous_over_hf_route": (
             median["tl_continuous"] / median["hf_continuous"]
@@ -96,6 +108,10 @@ def main(argv: list[str] | None = None) -> None:
     print(
         f"continuous / HF route : {result['ratio_continuous_over_hf_route']:.3f} paired, "
         f"{result['ratio_of_medians_continuous_over_hf_route']:.3f} of medians"
+    )
+    print(
+        f"(TransformerLens itself: plain TL / plain HF = "
+        f"{result['ratio_tl_plain_over_hf_plain']:.3f} paired)"
     )
     write_result("continuous_forward", result)
 

@@ -39,10 +39,11 @@ def test_nontrivial_durations_change_the_output(tiny_rotary: HookedTransformer) 
     assert (cont - plain).abs().max() > 1e-3
 
 
+@pytest.mark.parametrize("kind", ["rotary", "learned"])
 @pytest.mark.parametrize("dtype", [torch.float64, torch.bfloat16])
-def test_other_dtypes(dtype: torch.dtype) -> None:
-    ref = tiny_model("rotary", dtype=torch.float32)
-    model = tiny_model("rotary", dtype=dtype)
+def test_other_dtypes(kind: str, dtype: torch.dtype) -> None:
+    ref = tiny_model(kind, dtype=torch.float32)
+    model = tiny_model(kind, dtype=dtype)
     model.load_state_dict(ref.state_dict())  # same weights, rounded to dtype
     durations = Durations.from_spans(8, [(1, 3)], value=0.4)
     with continuous(model, Durations.ones(1, 8)):
@@ -479,3 +480,36 @@ def test_blend_composes_with_durations(tiny_rotary: HookedTransformer) -> None:
         blended = blend_embeddings(tiny_rotary, TOKENS[0], TOKENS[0].flip(0), [0.0, 1.0])
         want = tiny_rotary(torch.stack([TOKENS[0], TOKENS[0].flip(0)]))
     torch.testing.assert_close(blended, want, atol=1e-5, rtol=0)
+
+
+def test_from_word_on_string_tokens() -> None:
+    toks = ["<bos>", "Q", ":", " apple", " pine", "apple", " app", "les", " apple", "?"]
+    d = Durations.from_word(toks, None, "apple", value=0.25, start=2.0)
+    assert d.values[0].tolist() == [1, 1, 1, 0.25, 0.25, 0.25, 0.25, 0.25, 0.25, 1]
+    assert d.start == 2.0
+    d = Durations.from_word(toks, None, "apples", value=0.5, first_to_last=False)
+    assert d.values[0].tolist() == [1, 1, 1, 1, 1, 1, 0.5, 0.5, 1, 1]
+    with pytest.raises(ValueError, match="does not occur"):
+        Durations.from_word(toks, None, "pear", value=0.5)
+    d = Durations.from_word(toks, None, "apple", value=0.5, occurrences=[0])
+    assert d.values[0].tolist() == [1, 1, 1, 0.5, 1, 1, 1, 1, 1, 1]
+    with pytest.raises(ValueError, match="occurrences"):
+        Durations.from_word(toks, None, "apple", value=0.5, occurrences=[5])
+
+
+def test_public_continuous_is_the_function_not_the_subpackage() -> None:
+    """``tl_continuous.continuous`` names both a subpackage and the public context manager."""
+    import subprocess
+    import sys
+
+    code = (
+        "import inspect\n"
+        "from tl_continuous.continuous.durations import Durations\n"
+        "import tl_continuous\n"
+        "from tl_continuous import continuous\n"
+        "assert inspect.isfunction(continuous), continuous\n"
+        "assert tl_continuous.continuous is continuous\n"
+        "from tl_continuous.continuous.signal import install_continuous\n"
+        "assert tl_continuous.continuous is continuous\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)

@@ -45,6 +45,7 @@ def _duration_vectors(n: int) -> list[Durations]:
 
 
 @torch.no_grad()
+@pytest.mark.slow
 @pytest.mark.parametrize("prompt", PROMPTS)
 def test_agrees_with_hugging_face_route(
     smollm2: HookedTransformer, hf_smollm2: Any, prompt: str
@@ -76,3 +77,25 @@ def test_from_word_span_on_real_tokens(smollm2: HookedTransformer) -> None:
     assert shrunk(
         Durations.from_word(smollm2, prompt, "apple", value=0.5, first_to_last=False)
     ) == (" apple apple")
+
+
+@torch.no_grad()
+@pytest.mark.slow
+def test_generate_with_kv_cache_gives_new_tokens_duration_one(smollm2: HookedTransformer) -> None:
+    tokens = smollm2.to_tokens(PROMPTS[0])
+    n = tokens.shape[1]
+    durations = Durations.from_spans(n, [(1, 3)], value=0.4)
+    with continuous(smollm2, durations):
+        generated = smollm2.generate(
+            tokens, max_new_tokens=3, do_sample=False, use_past_kv_cache=True, verbose=False
+        )
+    # the same greedy continuation from full forwards, new tokens at duration 1
+    seq = tokens
+    for _ in range(3):
+        values = torch.cat([durations.values, torch.ones(1, seq.shape[1] - n)], dim=-1)
+        with continuous(smollm2, Durations(values)):
+            nxt = smollm2(seq)[:, -1].argmax(-1, keepdim=True)
+        seq = torch.cat([seq, nxt], dim=-1)
+    assert torch.equal(generated, seq)
+    with continuous(smollm2, durations), pytest.raises(ValueError, match="KV cache"):
+        smollm2.generate(tokens, max_new_tokens=2, use_past_kv_cache=False, verbose=False)

@@ -32,7 +32,13 @@ if TYPE_CHECKING:
     from tl_continuous.experiments.results import Sweep, SweepSet
     from tl_continuous.experiments.sums import sum_curve, sum_dataset
     from tl_continuous.experiments.transforms import scaling_sweep, translation_sweep
+    from tl_continuous.lines_of_thought.compare import EnsembleComparison
+    from tl_continuous.lines_of_thought.controls import LayerDiagnostics
+    from tl_continuous.lines_of_thought.dynamics import ResidualStatistics, VarianceLawFit
+    from tl_continuous.lines_of_thought.ensemble import LinesOfThought
+    from tl_continuous.lines_of_thought.langevin import LangevinModel
     from tl_continuous.models import MODELS, load_hf_folder, load_model
+    from tl_continuous.testbed.experiment import CountingContinuityResult
     from tl_continuous.tiny import tiny_model
 
 # public name -> module that defines it
@@ -52,11 +58,18 @@ _EXPORTS: dict[str, str] = {
     "boolean_all_pairs": "tl_continuous.experiments.interpolation",
     "translation_sweep": "tl_continuous.experiments.transforms",
     "scaling_sweep": "tl_continuous.experiments.transforms",
+    "CountingContinuityResult": "tl_continuous.testbed.experiment",
     "Durations": "tl_continuous.continuous.durations",
     "blend_embeddings": "tl_continuous.continuous.blend",
     "continuous": "tl_continuous.continuous.signal",
     "install_continuous": "tl_continuous.continuous.signal",
     "remove_continuous": "tl_continuous.continuous.signal",
+    "EnsembleComparison": "tl_continuous.lines_of_thought.compare",
+    "LangevinModel": "tl_continuous.lines_of_thought.langevin",
+    "LayerDiagnostics": "tl_continuous.lines_of_thought.controls",
+    "LinesOfThought": "tl_continuous.lines_of_thought.ensemble",
+    "ResidualStatistics": "tl_continuous.lines_of_thought.dynamics",
+    "VarianceLawFit": "tl_continuous.lines_of_thought.dynamics",
     "MODELS": "tl_continuous.models",
     "load_hf_folder": "tl_continuous.models",
     "load_model": "tl_continuous.models",
@@ -65,10 +78,17 @@ _EXPORTS: dict[str, str] = {
 
 __all__ = [
     "MODELS",
+    "CountingContinuityResult",
     "Durations",
+    "EnsembleComparison",
+    "LangevinModel",
+    "LayerDiagnostics",
+    "LinesOfThought",
     "Readout",
+    "ResidualStatistics",
     "Sweep",
     "SweepSet",
+    "VarianceLawFit",
     "blend_embeddings",
     "boolean_all_pairs",
     "boolean_interpolation",

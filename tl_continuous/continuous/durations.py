@@ -186,6 +186,7 @@ class Durations:
         value: float | int | Float[Tensor, " n_values"] = 1.0,
         first_to_last: bool = True,
         *,
+        occurrences: slice | Sequence[int] | None = None,
         default: float | int = 1.0,
         start: float | int = 0.0,
     ) -> Durations:
@@ -201,24 +202,44 @@ class Durations:
             first_to_last: every token from the first token of the first occurrence to the
                 last token of the last occurrence gets ``value`` (the shape of the counting
                 experiments); otherwise only the occurrences' own tokens.
+            occurrences: which occurrences count, in order of appearance (a slice or
+                indices); e.g. ``slice(0, -1)`` leaves out a final mention of the word in
+                a question such as "how many times is apple mentioned?".
             default: duration of the other tokens.
             start: the integration start.
 
         >>> toks = ["<bos>", "I", " saw", " apple", " apple", " apple", "."]
         >>> Durations.from_word(toks, None, "apple", value=0.5).values
         tensor([[1.0000, 1.0000, 1.0000, 0.5000, 0.5000, 0.5000, 1.0000]])
+        >>> Durations.from_word(toks, None, "apple", value=0.5, occurrences=slice(1, None)).values
+        tensor([[1.0000, 1.0000, 1.0000, 1.0000, 0.5000, 0.5000, 1.0000]])
         """
         if isinstance(model_or_str_tokens, HookedTransformer):
             if prompt is None:
                 raise ValueError("prompt must be given when a model is passed")
-            str_tokens = model_or_str_tokens.to_str_tokens(prompt)
-            if not (isinstance(str_tokens, list) and all(isinstance(t, str) for t in str_tokens)):
+            split = model_or_str_tokens.to_str_tokens(prompt)
+            if not all(isinstance(t, str) for t in split):
                 raise TypeError("prompt must be a single string")
+            str_tokens = [str(t) for t in split]
         else:
             str_tokens = list(model_or_str_tokens)
         spans = word_token_spans(str_tokens, word)
         if not spans:
             raise ValueError(f"word {word!r} does not occur in the prompt's tokens {str_tokens!r}")
+        if occurrences is not None:
+            found = len(spans)
+            try:
+                spans = (
+                    spans[occurrences]
+                    if isinstance(occurrences, slice)
+                    else [spans[int(i)] for i in occurrences]
+                )
+            except IndexError:
+                raise ValueError(
+                    f"occurrences {occurrences!r} out of range: {word!r} occurs {found} times"
+                ) from None
+            if not spans:
+                raise ValueError(f"occurrences {occurrences!r} selects none of {found}")
         if first_to_last:
             spans = [(spans[0][0], spans[-1][1])]
         return cls.from_spans(len(str_tokens), spans, value, default=default, start=start)

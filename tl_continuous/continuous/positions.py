@@ -7,9 +7,10 @@ table's index of the first token) whatever its duration, and every later index i
 elapsed since then. With all-ones durations the indices are ``0, 1, ..., n-1``, exactly
 TransformerLens' own (with left padding: its offset position ids; ``d_0`` is then the first
 real token's duration). The shift ``d_0`` is the same for every token of a prompt, so rotary
-models, which are shift-invariant, see exactly the positions ``p_j``; only learned tables
-care about the origin. There index ``x`` interpolates linearly between rows ``floor(x)`` and
-``floor(x) + 1`` of ``W_pos``; indices outside ``[0, n_ctx - 1]`` are an error.
+models, which are shift-invariant, compute exactly what they would at the positions
+``p_j``; only learned tables care about the origin. There index ``x`` interpolates
+linearly between rows ``floor(x)`` and ``floor(x) + 1`` of ``W_pos``; indices outside
+``[0, n_ctx - 1]`` are an error.
 
 **Rotary.** TransformerLens rotates queries and keys by their integer positions before
 ``hook_rot_q`` / ``hook_rot_k``. Rotations in the same planes compose, so a hook there
@@ -49,10 +50,11 @@ def check_positional_scheme(cfg: HookedTransformerConfig) -> None:
 
     >>> from tl_continuous.tiny import tiny_config
     >>> check_positional_scheme(tiny_config("rotary"))
-    >>> check_positional_scheme(tiny_config("learned", positional_embedding_type="alibi"))
+    >>> alibi = tiny_config("learned", positional_embedding_type="alibi")
+    >>> check_positional_scheme(alibi)  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
-    ValueError: continuous positions are not implemented for positional_embedding_type='alibi' (supported: 'rotary', 'standard'); pass positions=False to use duration-weighted attention alone
+    ValueError: continuous positions are not implemented for positional_embedding_type='alibi' ...
     """
     scheme = cfg.positional_embedding_type
     if scheme not in SUPPORTED_SCHEMES:

@@ -55,8 +55,8 @@ def continuous_inputs(
     >>> ids
     tensor([[0.0000, 0.5000]])
     >>> mask[0, 0]
-    tensor([[0.0000,   -inf],
-            [0.0000, -0.6931]])
+    tensor([[ 0.0000,    -inf],
+            [ 0.0000, -0.6931]])
     """
     if durations.n_pos != n_pos or durations.batch not in (1, batch):
         raise ValueError(

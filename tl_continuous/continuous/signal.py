@@ -19,6 +19,11 @@ Conventions: with an attention mask (left padding) the durations of pad tokens a
 duration 1 (this is how ``model.generate(..., use_past_kv_cache=True)`` continues a prompt).
 Positions map to table indices as described in :mod:`.positions`.
 
+Precision: the hooked durations and positions have the durations' dtype (float32 unless
+float64 values are given; positions are summed in float64 first); logs of durations are
+taken in float32 or wider and rotary angles in float64, then cast to each activation's dtype
+and device. For contexts of many thousands of tokens pass float64 durations.
+
 >>> from tl_continuous.tiny import tiny_model
 >>> model = tiny_model("rotary")
 >>> tokens = torch.tensor([[1, 2, 3, 4]])
@@ -440,7 +445,9 @@ def _pos_embed_hook(signal: ContinuousSignal) -> Any:
             int(tokens.shape[0]), offset + int(tokens.shape[-1]), offset, mask, output.device
         )
         valid = None if state.valid is None else state.valid[:, offset:]
-        return interpolate_table(module.W_pos, state.index[:, offset:], valid)
+        table = module.W_pos
+        assert isinstance(table, Tensor)
+        return interpolate_table(table, state.index[:, offset:], valid)
 
     return hook
 

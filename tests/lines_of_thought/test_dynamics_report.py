@@ -1,0 +1,69 @@
+"""The dynamics report runs end to end on a tiny model (the SmolLM2 run writes docs/)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from tl_continuous.lines_of_thought.corpus import gibberish
+from tl_continuous.lines_of_thought.dynamics_report import build_results, render_markdown
+from tl_continuous.tiny import tiny_model
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def test_report_on_a_tiny_model(tmp_path):
+    model = tiny_model("rotary", n_layers=6)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    corpus = gibberish(model, 48, n_tokens=8, seed=1)
+    results = build_results(
+        model,
+        corpus,
+        model_name="tiny",
+        shard_root=tmp_path,
+        stem="tiny",
+        n_control=24,
+        taus=(1, 3),
+        k=4,
+        dt=0.25,
+        batch_size=16,
+        progress=False,
+    )
+    assert [e["summary"]["name"] for e in results["ensembles"]] == [
+        "tiny (language)",
+        "gibberish",
+        "untrained",
+        "second half re-initialised",
+    ]
+    assert len(results["gibberish_separability"]) == 6
+    kinds = {(c["t"], c["tau"], c["kind"].split(" ")[0]) for c in results["comparisons"]}
+    assert (2, 1, "extrapolation") in kinds and (2, 3, "Langevin") in kinds
+    assert [m["tau"] for m in results["moments"]] == [1, 2, 3]
+    text = render_markdown(json.loads(json.dumps(results)), "python -m x")
+    assert "## Variance law" in text and "| tiny (language) | 48 |" in text
+    assert "Fokker-Planck moments" in text
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())
+    # a rerun reads the shards instead of collecting again
+    again = build_results(
+        model,
+        corpus,
+        model_name="tiny",
+        shard_root=tmp_path,
+        stem="tiny",
+        n_control=24,
+        taus=(1,),
+        k=4,
+        dt=0.5,
+        batch_size=16,
+        progress=False,
+        skip_controls=True,
+    )
+    assert again["ensembles"][0]["summary"] == results["ensembles"][0]["summary"]

@@ -1,0 +1,118 @@
+"""KL under truncation on tiny models: K = D gives 0, fast path equals naive, knee, baseline."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from tl_continuous.lines_of_thought.bases import TrajectoryBases
+from tl_continuous.lines_of_thought.ensemble import LinesOfThought
+from tl_continuous.lines_of_thought.truncation import (
+    TruncationCurve,
+    kl_divergence,
+    truncation_kl_every_layer,
+    truncation_kl_last_layer,
+)
+from tl_continuous.tiny import tiny_model
+
+
+def _setup(kind: str, dtype: torch.dtype = torch.float32, n: int = 80, pos: int = 10):
+    model = tiny_model(kind, n_layers=3, dtype=dtype)
+    tokens = torch.randint(0, 50, (n, pos), generator=torch.Generator().manual_seed(0))
+    lot = LinesOfThought.collect(model, tokens, batch_size=16, progress=False)
+    return model, lot, TrajectoryBases.from_ensemble(lot)
+
+
+@pytest.mark.parametrize("kind", ["rotary", "rotary-partial", "learned"])
+def test_every_layer_fast_path_equals_naive_recompute(kind) -> None:
+    model, lot, bases = _setup(kind)
+    ks = [1, 4, 16, 40, 64]
+    fast = truncation_kl_every_layer(model, lot, bases, ks, batch_size=16, progress=False)
+    naive = truncation_kl_every_layer(
+        model, lot, bases, ks, batch_size=16, method="naive", progress=False
+    )
+    torch.testing.assert_close(fast.kl_mean, naive.kl_mean, atol=1e-5, rtol=0)
+    torch.testing.assert_close(fast.kl_median, naive.kl_median, atol=1e-5, rtol=0)
+    assert abs(fast.baseline - naive.baseline) < 1e-5
+    assert float(fast.kl_mean[0]) > 1e-3  # the test can fail: truncation does change p
+
+
+@torch.no_grad()
+def test_every_layer_naive_against_an_independent_loop() -> None:
+    model, lot, bases = _setup("rotary", n=66, pos=6)
+    k = 8
+    curve = truncation_kl_every_layer(model, lot, bases, [k], method="naive", progress=False)
+    kls = []
+    for i in range(lot.n_trajectories):  # one sequence at a time, manual block loop
+        x = model.embed(lot.tokens[i : i + 1])
+        for layer, block in enumerate(model.blocks):
+            x = block(x).clone()
+            u = bases.top(layer, k).float()
+            x[:, -1] = x[:, -1] @ u @ u.T
+        logp_k = torch.log_softmax(model.unembed(model.ln_final(x))[0, -1].double(), -1)
+        logp = torch.log_softmax(model(lot.tokens[i : i + 1])[0, -1].double(), -1)
+        kls.append(kl_divergence(logp_k, logp))
+    assert abs(float(curve.kl_mean[0]) - float(torch.stack(kls).mean())) < 1e-5
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_truncation_at_full_rank_gives_zero_kl(dtype) -> None:
+    model, lot, bases = _setup("rotary", dtype=dtype)
+    assert bases.rank == 64
+    last = truncation_kl_last_layer(model, lot, bases, [2, 64], progress=False)
+    every = truncation_kl_every_layer(model, lot, bases, [2, 64], progress=False)
+    for curve in (last, every):
+        assert float(curve.kl_mean[-1]) < 1e-6
+        assert float(curve.kl_mean[0]) > 1e-3
+
+
+def test_bfloat16_model_runs_and_kl_shrinks() -> None:
+    model, lot, bases = _setup("rotary", dtype=torch.bfloat16)
+    curve = truncation_kl_every_layer(model, lot, bases, [2, 32, 64], progress=False)
+    assert curve.kl_mean[0] > curve.kl_mean[1] > curve.kl_mean[2] - 1e-3
+
+
+def test_last_layer_matches_a_direct_computation() -> None:
+    model, lot, bases = _setup("learned")
+    k = 10
+    curve = truncation_kl_last_layer(model, lot, bases, [k], progress=False)
+    logits = model(lot.tokens)[:, -1]
+    x = lot.trajectories[:, -1].double()
+    u = bases.U[-1][:, bases.S[-1].argsort(descending=True)[:k]]
+    xk = (x @ u @ u.T).float()
+    logits_k = model.unembed(model.ln_final(xk[:, None]))[:, 0]
+    kl = kl_divergence(
+        torch.log_softmax(logits_k.double(), -1), torch.log_softmax(logits.double(), -1)
+    )
+    assert abs(float(curve.kl_mean[0]) - float(kl.mean())) < 1e-5
+    lp = torch.log_softmax(logits.double(), -1)
+    assert abs(curve.baseline - float(kl_divergence(lp[:-1], lp[1:]).median())) < 1e-4
+
+
+def test_curve_round_trip_and_knee() -> None:
+    c = TruncationCurve(
+        torch.tensor([2, 4, 8, 16]),
+        torch.tensor([4.0, 1.0, 0.3, 0.0], dtype=torch.float64),
+        torch.tensor([4.0, 1.0, 0.3, 0.0], dtype=torch.float64),
+        0.7,
+        "every_layer",
+        10,
+        16,
+    )
+    assert c.knee_k == 8  # 90% of the drop: KL <= 4 - 0.9 * 4 = 0.4, first at K = 8
+    assert c.knee(0.95) == 16
+    back = TruncationCurve.from_dict(c.to_dict())
+    assert torch.equal(back.ks, c.ks) and back.baseline == 0.7
+
+
+def test_errors() -> None:
+    model, lot, bases = _setup("rotary", n=20, pos=4)
+    with pytest.raises(ValueError, match="ks must lie"):
+        truncation_kl_last_layer(model, lot, bases, [0], progress=False)
+    other = TrajectoryBases.from_ensemble(lot.subset(slice(0, 10)))
+    other.layer_names = ["x", "y", "z"]
+    with pytest.raises(ValueError, match="layer_names differ"):
+        truncation_kl_every_layer(model, lot, other, [2], progress=False)
+    no_tokens = LinesOfThought(lot.trajectories, lot.layer_names)
+    with pytest.raises(ValueError, match="no token ids"):
+        truncation_kl_every_layer(model, no_tokens, bases, [2], progress=False)

@@ -1,0 +1,148 @@
+"""Lines of thought (ICLR 2025): residual-stream trajectory ensembles of a ``HookedTransformer``.
+
+Modules, in the order data flows:
+
+* :mod:`~tl_continuous.lines_of_thought.corpus`: pseudo-sentences, default corpus, gibberish.
+* :mod:`~tl_continuous.lines_of_thought.ensemble`: :class:`LinesOfThought` (the ensemble).
+* :mod:`~tl_continuous.lines_of_thought.collect`: lean, resumable, sharded collection.
+* :mod:`~tl_continuous.lines_of_thought.bases`: per-layer SVD bases and their realignment.
+* :mod:`~tl_continuous.lines_of_thought.truncation`: KL under truncation to top-K directions.
+* :mod:`~tl_continuous.lines_of_thought.dynamics`: extrapolation residuals, the variance law.
+* :mod:`~tl_continuous.lines_of_thought.langevin`: the Langevin model, simulation, moments.
+* :mod:`~tl_continuous.lines_of_thought.compare`: classifier accuracy and Wasserstein distances.
+* :mod:`~tl_continuous.lines_of_thought.controls`: controls and per-layer diagnostics.
+* :mod:`~tl_continuous.lines_of_thought.synthetic`: a known linear-Gaussian model (tests, demos).
+
+This package never imports :mod:`tl_continuous.continuous`. Submodules are imported lazily.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from tl_continuous.lines_of_thought.bases import TrajectoryBases, realign_bases
+    from tl_continuous.lines_of_thought.collect import (
+        CorruptShardError,
+        IncompleteShardsError,
+        collect_shards,
+        load_shards,
+    )
+    from tl_continuous.lines_of_thought.compare import (
+        EnsembleComparison,
+        classifier_accuracy,
+        gaussian_wasserstein,
+        sliced_wasserstein,
+    )
+    from tl_continuous.lines_of_thought.controls import (
+        DynamicsSummary,
+        LayerDiagnostics,
+        layer_separability,
+        reinitialised_model,
+        untrained_model,
+    )
+    from tl_continuous.lines_of_thought.corpus import (
+        PseudoSentences,
+        default_corpus_text,
+        gibberish,
+        pseudo_sentences,
+    )
+    from tl_continuous.lines_of_thought.dynamics import (
+        ResidualStatistics,
+        VarianceLawFit,
+        extrapolate,
+        residuals,
+    )
+    from tl_continuous.lines_of_thought.ensemble import LinesOfThought
+    from tl_continuous.lines_of_thought.langevin import LangevinModel, orthogonal_path
+    from tl_continuous.lines_of_thought.synthetic import (
+        SyntheticEnsemble,
+        linear_gaussian_ensemble,
+    )
+    from tl_continuous.lines_of_thought.truncation import (
+        TruncationCurve,
+        truncation_kl_every_layer,
+        truncation_kl_last_layer,
+    )
+
+_EXPORTS: dict[str, str] = {
+    "TrajectoryBases": "bases",
+    "realign_bases": "bases",
+    "CorruptShardError": "collect",
+    "IncompleteShardsError": "collect",
+    "collect_shards": "collect",
+    "load_shards": "collect",
+    "PseudoSentences": "corpus",
+    "default_corpus_text": "corpus",
+    "gibberish": "corpus",
+    "pseudo_sentences": "corpus",
+    "LinesOfThought": "ensemble",
+    "EnsembleComparison": "compare",
+    "classifier_accuracy": "compare",
+    "gaussian_wasserstein": "compare",
+    "sliced_wasserstein": "compare",
+    "DynamicsSummary": "controls",
+    "LayerDiagnostics": "controls",
+    "layer_separability": "controls",
+    "reinitialised_model": "controls",
+    "untrained_model": "controls",
+    "ResidualStatistics": "dynamics",
+    "VarianceLawFit": "dynamics",
+    "extrapolate": "dynamics",
+    "residuals": "dynamics",
+    "LangevinModel": "langevin",
+    "orthogonal_path": "langevin",
+    "SyntheticEnsemble": "synthetic",
+    "linear_gaussian_ensemble": "synthetic",
+    "TruncationCurve": "truncation",
+    "truncation_kl_every_layer": "truncation",
+    "truncation_kl_last_layer": "truncation",
+}
+
+__all__ = [
+    "CorruptShardError",
+    "DynamicsSummary",
+    "EnsembleComparison",
+    "IncompleteShardsError",
+    "LangevinModel",
+    "LayerDiagnostics",
+    "LinesOfThought",
+    "PseudoSentences",
+    "ResidualStatistics",
+    "SyntheticEnsemble",
+    "TrajectoryBases",
+    "TruncationCurve",
+    "VarianceLawFit",
+    "classifier_accuracy",
+    "collect_shards",
+    "default_corpus_text",
+    "extrapolate",
+    "gaussian_wasserstein",
+    "gibberish",
+    "layer_separability",
+    "linear_gaussian_ensemble",
+    "load_shards",
+    "orthogonal_path",
+    "pseudo_sentences",
+    "realign_bases",
+    "reinitialised_model",
+    "residuals",
+    "sliced_wasserstein",
+    "truncation_kl_every_layer",
+    "truncation_kl_last_layer",
+    "untrained_model",
+]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        module = importlib.import_module(f"{__name__}.{_EXPORTS[name]}")
+        value = getattr(module, name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_EXPORTS])

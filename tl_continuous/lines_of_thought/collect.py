@@ -1,0 +1,458 @@
+"""Lean, resumable, sharded collection of pilot trajectories.
+
+Each forward pass carries one temporary hook per read hook point; the hook slices the pilot
+position out of the activation (``act[rows, pilot]``), moves that ``[batch, d_model]`` slice to
+the CPU as float32 and returns nothing, so the model's computation is untouched and no full
+activation is ever kept. The forward pass stops before the unembedding (``return_type=None``).
+
+Shard folders (``collect_shards``):
+
+* ``manifest.json``: what is being collected (model name and config, token hash, batch size,
+  number of batches, hook names, corpus metadata). A rerun, or another worker, must agree
+  with it, otherwise ``ValueError``.
+* ``batch-00012.safetensors``: the trajectories, token ids and pilot positions of batch 12;
+  its header holds the batch index and the SHA-256 of the payload. Each shard is written to
+  a temporary file and renamed into place, so a shard either is complete or does not exist.
+* Batch ``b`` belongs to worker ``b % n_workers``: worker ``i`` of ``n`` can run anywhere
+  that sees the folder. A rerun skips shards that exist and pass their checksum.
+* :func:`load_shards` merges every shard, verifies each checksum (:class:`CorruptShardError`
+  names a damaged file) and refuses an incomplete folder (:class:`IncompleteShardsError`
+  lists the missing batches and their workers).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+from jaxtyping import Int
+from torch import Tensor
+
+from tl_continuous.lines_of_thought.corpus import PseudoSentences
+from tl_continuous.lines_of_thought.ensemble import (
+    HookKind,
+    LinesOfThought,
+    layer_hook_names,
+    pilot_positions_from_mask,
+)
+
+if TYPE_CHECKING:
+    from transformer_lens import HookedTransformer
+
+__all__ = [
+    "CorruptShardError",
+    "IncompleteShardsError",
+    "batch_owner",
+    "collect_shards",
+    "collect_trajectories",
+    "load_shards",
+    "model_metadata",
+    "pilot_hooks",
+    "write_safetensors_atomically",
+]
+
+MANIFEST = "manifest.json"
+SHARD_FORMAT = "tl_continuous.lines_of_thought.shard/1"
+
+
+class CorruptShardError(ValueError):
+    """A shard file is unreadable or its payload does not match its recorded checksum."""
+
+
+class IncompleteShardsError(ValueError):
+    """A shard folder lacks some batches."""
+
+    def __init__(self, message: str, missing: list[int]) -> None:
+        super().__init__(message)
+        self.missing = missing
+
+
+# --------------------------------------------------------------------------- helpers
+def _json_safe(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_safe(v) for v in value]
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    return str(value)
+
+
+def model_metadata(model: HookedTransformer) -> dict[str, Any]:
+    """Model name and its config as a JSON-safe dict."""
+    return {
+        "model_name": str(model.cfg.model_name),
+        "model_config": _json_safe(model.cfg.to_dict()),
+    }
+
+
+def _tokens_sha256(tokens: Tensor, mask: Tensor | None) -> str:
+    digest = hashlib.sha256(tokens.to(torch.int64).contiguous().numpy().tobytes())
+    if mask is not None:
+        digest.update(mask.to(torch.int64).contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def _payload_sha256(tensors: Mapping[str, Tensor]) -> str:
+    digest = hashlib.sha256()
+    for name in sorted(tensors):
+        t = tensors[name].contiguous()
+        digest.update(f"{name}:{t.dtype}:{tuple(t.shape)};".encode())
+        digest.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return digest.hexdigest()
+
+
+def write_safetensors_atomically(
+    path: Path, tensors: Mapping[str, Tensor], header: dict[str, str]
+) -> None:
+    """``safetensors.torch.save_file`` into a temporary sibling, then ``os.replace``."""
+    from safetensors.torch import save_file
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        save_file({k: v.contiguous() for k, v in tensors.items()}, tmp, metadata=header)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _write_text_atomically(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+def batch_owner(batch: int, n_workers: int) -> int:
+    """The worker that collects ``batch`` (round robin).
+
+    >>> [batch_owner(b, 3) for b in range(5)]
+    [0, 1, 2, 0, 1]
+    """
+    return batch % n_workers
+
+
+def _as_tokens(
+    tokens_or_corpus: Tensor | PseudoSentences,
+) -> tuple[Int[Tensor, "n pos"], dict[str, Any]]:
+    if isinstance(tokens_or_corpus, PseudoSentences):
+        return tokens_or_corpus.tokens, {"corpus": tokens_or_corpus.metadata()}
+    if not isinstance(tokens_or_corpus, Tensor):
+        raise TypeError(
+            "tokens_or_corpus must be a [n, pos] tensor of token ids or PseudoSentences "
+            f"(got {type(tokens_or_corpus).__name__})"
+        )
+    if tokens_or_corpus.ndim != 2 or tokens_or_corpus.is_floating_point():
+        raise ValueError(
+            "tokens_or_corpus must be integer token ids of shape [n, pos] "
+            f"(got {tokens_or_corpus.dtype} {tuple(tokens_or_corpus.shape)})"
+        )
+    return tokens_or_corpus, {}
+
+
+# --------------------------------------------------------------------------- hooks
+def pilot_hooks(
+    names: list[str], pilots: Tensor, store: dict[str, Tensor]
+) -> list[tuple[str | Callable[..., Any], Callable[..., Any]]]:
+    """Forward hooks that put ``act[rows, pilots]`` (float32, CPU) into ``store[name]``."""
+
+    def read(act: Tensor, hook: Any) -> None:
+        rows = torch.arange(act.shape[0], device=act.device)
+        store[hook.name] = act[rows, pilots.to(act.device)].detach().to("cpu", torch.float32)
+
+    return [(name, read) for name in names]
+
+
+def _run_batch(
+    model: HookedTransformer,
+    tokens: Tensor,
+    mask: Tensor | None,
+    names: list[str],
+) -> tuple[Tensor, Tensor]:
+    pilots = pilot_positions_from_mask(mask, tokens.shape[0], tokens.shape[1])
+    store: dict[str, Tensor] = {}
+    device = model.cfg.device
+    with torch.inference_mode(), model.hooks(fwd_hooks=pilot_hooks(names, pilots, store)):
+        model(
+            tokens.to(device),
+            return_type=None,
+            attention_mask=None if mask is None else mask.to(device),
+        )
+    missing = [n for n in names if n not in store]
+    if missing:
+        raise ValueError(f"the model has no hook points {missing}")
+    return torch.stack([store[n] for n in names], dim=1), pilots
+
+
+def _check_model(model: HookedTransformer, include_final_norm: bool) -> None:
+    if include_final_norm and FINAL_NORM not in model.hook_dict:
+        raise ValueError(
+            "include_final_norm=True but the model has no final normalisation "
+            f"({FINAL_NORM} is not a hook point)"
+        )
+
+
+FINAL_NORM = "ln_final.hook_normalized"
+
+
+def _progress(iterable: Any, enabled: bool, total: int, desc: str) -> Any:
+    if not enabled:
+        return iterable
+    from tqdm.auto import tqdm
+
+    return tqdm(iterable, total=total, desc=desc)
+
+
+# --------------------------------------------------------------------- in memory
+def collect_trajectories(
+    model: HookedTransformer,
+    tokens_or_corpus: Int[Tensor, "n pos"] | PseudoSentences,
+    *,
+    attention_mask: Int[Tensor, "n pos"] | None = None,
+    batch_size: int = 32,
+    hook: HookKind = "resid_post",
+    layers: list[int] | None = None,
+    include_final_norm: bool = False,
+    progress: bool = True,
+) -> LinesOfThought:
+    """In-memory collection; see :meth:`LinesOfThought.collect` for the arguments.
+
+    >>> from tl_continuous.tiny import tiny_model
+    >>> lot = collect_trajectories(tiny_model(), torch.randint(0, 50, (5, 4)), progress=False)
+    >>> lot.trajectories.dtype, lot.trajectories.shape
+    (torch.float32, torch.Size([5, 2, 64]))
+    """
+    tokens, meta = _as_tokens(tokens_or_corpus)
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer (got {batch_size})")
+    if attention_mask is not None and attention_mask.shape != tokens.shape:
+        raise ValueError("attention_mask must have the shape of the token ids")
+    _check_model(model, include_final_norm)
+    names = layer_hook_names(model.cfg.n_layers, hook, layers, include_final_norm)
+    starts = range(0, tokens.shape[0], batch_size)
+    parts: list[Tensor] = []
+    pilots: list[Tensor] = []
+    for start in _progress(starts, progress, len(starts), "lines of thought"):
+        sl = slice(start, start + batch_size)
+        traj, pil = _run_batch(
+            model, tokens[sl], None if attention_mask is None else attention_mask[sl], names
+        )
+        parts.append(traj)
+        pilots.append(pil)
+    meta |= model_metadata(model)
+    meta |= {
+        "hook": hook,
+        "include_final_norm": include_final_norm,
+        "tokens_sha256": _tokens_sha256(tokens, attention_mask),
+    }
+    if isinstance(tokens_or_corpus, PseudoSentences):
+        meta["n_tokens"] = tokens_or_corpus.n_tokens
+    return LinesOfThought(
+        trajectories=torch.cat(parts),
+        layer_names=names,
+        tokens=tokens.detach().cpu().long(),
+        pilot_positions=torch.cat(pilots),
+        metadata=meta,
+    )
+
+
+# ------------------------------------------------------------------------ shards
+def _shard_path(folder: Path, batch: int) -> Path:
+    return folder / f"batch-{batch:05d}.safetensors"
+
+
+def _read_shard(path: Path, batch: int) -> dict[str, Tensor]:
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            header = f.metadata() or {}
+            tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
+    except Exception as err:
+        raise CorruptShardError(
+            f"shard {path} is unreadable ({err}); delete it and rerun the collection"
+        ) from err
+    if header.get("format") != SHARD_FORMAT or header.get("batch") != str(batch):
+        raise CorruptShardError(f"shard {path} does not hold batch {batch}; delete it and rerun")
+    if _payload_sha256(tensors) != header.get("sha256"):
+        raise CorruptShardError(
+            f"shard {path} fails its SHA-256 check (damaged); delete it and rerun the collection"
+        )
+    return tensors
+
+
+def _manifest(
+    model: HookedTransformer,
+    tokens: Tensor,
+    mask: Tensor | None,
+    batch_size: int,
+    names: list[str],
+    hook: str,
+    include_final_norm: bool,
+    extra: dict[str, Any],
+    n_tokens: int | None,
+) -> dict[str, Any]:
+    return {
+        "format": "tl_continuous.lines_of_thought.shards/1",
+        "n_sequences": int(tokens.shape[0]),
+        "seq_len": int(tokens.shape[1]),
+        "batch_size": batch_size,
+        "n_batches": -(-int(tokens.shape[0]) // batch_size),
+        "tokens_sha256": _tokens_sha256(tokens, mask),
+        "layer_names": names,
+        "metadata": {
+            **model_metadata(model),
+            **extra,
+            "hook": hook,
+            "include_final_norm": include_final_norm,
+            "n_tokens": n_tokens,
+        },
+    }
+
+
+def collect_shards(
+    model: HookedTransformer,
+    tokens_or_corpus: Int[Tensor, "n pos"] | PseudoSentences,
+    shard_dir: str | os.PathLike[str],
+    *,
+    worker: int = 0,
+    n_workers: int = 1,
+    attention_mask: Int[Tensor, "n pos"] | None = None,
+    batch_size: int = 32,
+    hook: HookKind = "resid_post",
+    layers: list[int] | None = None,
+    include_final_norm: bool = False,
+    progress: bool = True,
+) -> list[int]:
+    """Collect this worker's share of the batches into ``shard_dir``; return the batches run.
+
+    Every worker must be given the same token ids, batch size and hooks (the manifest checks
+    it). Finished, intact shards are skipped, so a rerun after an interruption resumes.
+    Merge with :meth:`LinesOfThought.from_shards` once every worker is done.
+
+    Args:
+        worker: this worker's index, ``0 <= worker < n_workers``.
+        n_workers: how many workers share the batches (batch ``b`` goes to ``b % n_workers``).
+        Others: as in :meth:`LinesOfThought.collect`.
+
+    >>> import tempfile
+    >>> from tl_continuous.tiny import tiny_model
+    >>> model, toks = tiny_model(), torch.randint(0, 50, (5, 4))
+    >>> kw = dict(batch_size=2, progress=False)
+    >>> with tempfile.TemporaryDirectory() as d:
+    ...     ran0 = collect_shards(model, toks, d, worker=0, n_workers=2, **kw)
+    ...     ran1 = collect_shards(model, toks, d, worker=1, n_workers=2, **kw)
+    ...     again = collect_shards(model, toks, d, **kw)
+    ...     lot = LinesOfThought.from_shards(d)
+    >>> ran0, ran1, again, lot.trajectories.shape
+    ([0, 2], [1], [], torch.Size([5, 2, 64]))
+    """
+    if not 0 <= worker < n_workers:
+        raise ValueError(f"worker must be in [0, n_workers={n_workers}) (got {worker})")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer (got {batch_size})")
+    tokens, extra = _as_tokens(tokens_or_corpus)
+    if attention_mask is not None and attention_mask.shape != tokens.shape:
+        raise ValueError("attention_mask must have the shape of the token ids")
+    _check_model(model, include_final_norm)
+    names = layer_hook_names(model.cfg.n_layers, hook, layers, include_final_norm)
+    n_tokens = tokens_or_corpus.n_tokens if isinstance(tokens_or_corpus, PseudoSentences) else None
+    manifest = _manifest(
+        model, tokens, attention_mask, batch_size, names, hook, include_final_norm, extra, n_tokens
+    )
+    folder = Path(shard_dir).expanduser()
+    folder.mkdir(parents=True, exist_ok=True)
+    manifest_path = folder / MANIFEST
+    if manifest_path.is_file():
+        old = json.loads(manifest_path.read_text())
+        keys = ("n_sequences", "seq_len", "batch_size", "tokens_sha256", "layer_names")
+        differ = [k for k in keys if old.get(k) != manifest[k]]
+        if old["metadata"].get("model_config") != manifest["metadata"]["model_config"]:
+            differ.append("model_config")
+        if differ:
+            raise ValueError(
+                f"shard_dir {folder} holds a different collection (differs in {differ}); "
+                "use another folder"
+            )
+    else:
+        _write_text_atomically(manifest_path, json.dumps(manifest, indent=1))
+
+    mine = [b for b in range(manifest["n_batches"]) if batch_owner(b, n_workers) == worker]
+    todo = []
+    for b in mine:
+        path = _shard_path(folder, b)
+        if path.is_file():
+            try:
+                _read_shard(path, b)
+                continue
+            except CorruptShardError:
+                pass  # recomputed below
+        todo.append(b)
+    for b in _progress(todo, progress, len(todo), f"lines of thought (worker {worker})"):
+        sl = slice(b * batch_size, (b + 1) * batch_size)
+        mask = None if attention_mask is None else attention_mask[sl]
+        traj, pilots = _run_batch(model, tokens[sl], mask, names)
+        tensors = {
+            "trajectories": traj,
+            "tokens": tokens[sl].detach().cpu().long(),
+            "pilot_positions": pilots,
+        }
+        header = {
+            "format": SHARD_FORMAT,
+            "batch": str(b),
+            "sha256": _payload_sha256(tensors),
+            "tokens_sha256": manifest["tokens_sha256"],
+        }
+        write_safetensors_atomically(_shard_path(folder, b), tensors, header)
+    return todo
+
+
+def _ranges(ids: list[int]) -> str:
+    out: list[str] = []
+    for i in ids:
+        if out and out[-1].split("-")[-1] == str(i - 1):
+            out[-1] = f"{out[-1].split('-')[0]}-{i}"
+        else:
+            out.append(str(i))
+    return ", ".join(out)
+
+
+def load_shards(shard_dir: str | os.PathLike[str]) -> LinesOfThought:
+    """Merge a complete shard folder into one :class:`LinesOfThought`.
+
+    Raises:
+        FileNotFoundError: no ``manifest.json`` in the folder.
+        IncompleteShardsError: some batches are missing (listed in the message).
+        CorruptShardError: a shard is unreadable or fails its checksum.
+    """
+    folder = Path(shard_dir).expanduser()
+    manifest_path = folder / MANIFEST
+    if not manifest_path.is_file():
+        raise FileNotFoundError(f"{folder} is not a shard folder (no {MANIFEST})")
+    manifest = json.loads(manifest_path.read_text())
+    n_batches = int(manifest["n_batches"])
+    missing = [b for b in range(n_batches) if not _shard_path(folder, b).is_file()]
+    if missing:
+        raise IncompleteShardsError(
+            f"{folder} lacks {len(missing)} of {n_batches} batches: {_ranges(missing)} "
+            "(batch b belongs to worker b % n_workers); rerun those workers",
+            missing,
+        )
+    shards = [_read_shard(_shard_path(folder, b), b) for b in range(n_batches)]
+    tokens = torch.cat([s["tokens"] for s in shards])
+    return LinesOfThought(
+        trajectories=torch.cat([s["trajectories"] for s in shards]),
+        layer_names=list(manifest["layer_names"]),
+        tokens=tokens,
+        pilot_positions=torch.cat([s["pilot_positions"] for s in shards]),
+        metadata={**manifest["metadata"], "tokens_sha256": manifest["tokens_sha256"]},
+    )

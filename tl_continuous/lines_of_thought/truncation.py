@@ -1,0 +1,380 @@
+"""KL under truncation: how many singular directions does the pilot need?
+
+The pilot is projected onto its layer's top-K directions, ``x -> U_K U_K^T x`` (bases from
+:class:`~tl_continuous.lines_of_thought.bases.TrajectoryBases`), and the next-token
+distribution ``p_K`` is compared with the model's ``p``: the curve is the mean over
+trajectories of ``KL(p_K || p)`` (natural log, nats), computed in float64.
+
+Two readings:
+
+* ``truncation_kl_last_layer``: only the last block's output is truncated, then final norm
+  and unembedding.
+* ``truncation_kl_every_layer``: during the forward pass the pilot's residual is truncated
+  after every block (each block's own basis). Earlier positions are untouched, so the prefix
+  (all but the pilot) runs once per batch into a frozen TransformerLens key/value cache and
+  only the pilot position is re-run for each K. ``method="naive"`` instead recomputes every
+  position for each K (same numbers; the reference for tests and benchmarks).
+
+Baseline: the median over ``i`` of ``KL(p_i || p_{i+1})`` between consecutive trajectories'
+full distributions (unrelated pseudo-sentences). The knee is the smallest K of the grid at
+which the curve has fallen by 90% of its drop from the first K of the grid to the last.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal
+
+import torch
+from jaxtyping import Float, Int
+from torch import Tensor
+
+from tl_continuous.lines_of_thought.bases import TrajectoryBases
+from tl_continuous.lines_of_thought.ensemble import LinesOfThought
+
+if TYPE_CHECKING:
+    from transformer_lens import HookedTransformer
+
+__all__ = [
+    "TruncationCurve",
+    "baseline_kl",
+    "default_k_grid",
+    "kl_divergence",
+    "logprobs_from_residual",
+    "truncation_kl_every_layer",
+    "truncation_kl_last_layer",
+]
+
+
+def kl_divergence(
+    logp: Float[Tensor, "*batch vocab"], logq: Float[Tensor, "*batch vocab"]
+) -> Float[Tensor, "*batch"]:
+    """``KL(p || q)`` in nats from log-probabilities, computed in float64.
+
+    >>> lp = torch.log(torch.tensor([0.5, 0.5]))
+    >>> round(float(kl_divergence(lp, torch.log(torch.tensor([0.9, 0.1])))), 4)
+    0.5108
+    """
+    logp, logq = logp.double(), logq.double()
+    return (logp.exp() * (logp - logq)).sum(dim=-1).clamp(min=0.0)
+
+
+def baseline_kl(logp: Float[Tensor, "n vocab"]) -> float:
+    """Median of ``KL(p_i || p_{i+1})`` over consecutive rows."""
+    if logp.shape[0] < 2:
+        raise ValueError("the baseline needs at least two trajectories")
+    return float(kl_divergence(logp[:-1], logp[1:]).median())
+
+
+def default_k_grid(d: int) -> list[int]:
+    """Even numbers up to ``d`` (``d`` itself included).
+
+    >>> default_k_grid(7)
+    [2, 4, 6, 7]
+    """
+    ks = list(range(2, d + 1, 2))
+    if not ks or ks[-1] != d:
+        ks.append(d)
+    return ks
+
+
+@dataclass
+class TruncationCurve:
+    """Mean ``KL(p_K || p)`` against K, for one reading.
+
+    Attributes:
+        ks: the K grid.
+        kl_mean: mean over trajectories of ``KL(p_K || p)`` per K.
+        kl_median: median over trajectories per K.
+        baseline: median KL between consecutive trajectories' full distributions.
+        reading: ``"last_layer"`` or ``"every_layer"``.
+        n_trajectories: how many trajectories were averaged.
+        d_model: the model width.
+    """
+
+    ks: Int[Tensor, " n_k"]
+    kl_mean: Float[Tensor, " n_k"]
+    kl_median: Float[Tensor, " n_k"]
+    baseline: float
+    reading: str
+    n_trajectories: int
+    d_model: int
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not (self.ks.shape == self.kl_mean.shape == self.kl_median.shape) or self.ks.ndim != 1:
+            raise ValueError("ks, kl_mean and kl_median must be 1-D and of equal length")
+        if self.reading not in ("last_layer", "every_layer"):
+            raise ValueError(
+                f"reading must be 'last_layer' or 'every_layer' (got {self.reading!r})"
+            )
+
+    def knee(self, fraction: float = 0.9) -> int:
+        """Smallest K where the KL has fallen by ``fraction`` of its drop over the grid.
+
+        >>> c = TruncationCurve(torch.tensor([1, 2, 4, 8]), torch.tensor([5.0, 2, 0.4, 0]),
+        ...                     torch.tensor([5.0, 2, 0.4, 0]), 1.0, "last_layer", 10, 8)
+        >>> c.knee()
+        4
+        """
+        first, last = float(self.kl_mean[0]), float(self.kl_mean[-1])
+        target = first - fraction * (first - last)
+        hit = (self.kl_mean <= target + 1e-12).nonzero()
+        return int(self.ks[int(hit[0])])
+
+    @property
+    def knee_k(self) -> int:
+        """K at which 90% of the KL drop is reached."""
+        return self.knee(0.9)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "ks": self.ks.tolist(),
+            "kl_mean": self.kl_mean.tolist(),
+            "kl_median": self.kl_median.tolist(),
+            "baseline": self.baseline,
+            "reading": self.reading,
+            "n_trajectories": self.n_trajectories,
+            "d_model": self.d_model,
+            "knee_k": self.knee_k,
+            "metadata": self.metadata,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TruncationCurve:
+        return cls(
+            ks=torch.tensor(data["ks"]),
+            kl_mean=torch.tensor(data["kl_mean"], dtype=torch.float64),
+            kl_median=torch.tensor(data["kl_median"], dtype=torch.float64),
+            baseline=float(data["baseline"]),
+            reading=data["reading"],
+            n_trajectories=int(data["n_trajectories"]),
+            d_model=int(data["d_model"]),
+            metadata=dict(data.get("metadata", {})),
+        )
+
+
+# ---------------------------------------------------------------------------- helpers
+def logprobs_from_residual(
+    model: HookedTransformer, resid: Float[Tensor, "batch d_model"]
+) -> Float[Tensor, "batch vocab"]:
+    """Final norm, unembedding and log-softmax (float64) of last-block residuals."""
+    dtype = model.cfg.dtype
+    x = resid.to(model.W_U.device, dtype)[:, None, :]
+    if model.cfg.normalization_type is not None:
+        x = model.ln_final(x)
+    logits = model.unembed(x)[:, 0]
+    return torch.log_softmax(logits.double(), dim=-1)
+
+
+def _grid(ks: list[int] | None, bases: TrajectoryBases) -> list[int]:
+    grid = default_k_grid(bases.rank) if ks is None else sorted({int(k) for k in ks})
+    bad = [k for k in grid if not 1 <= k <= bases.rank]
+    if bad:
+        raise ValueError(f"ks must lie in [1, rank={bases.rank}] (got {bad})")
+    return grid
+
+
+def _check(lot: LinesOfThought, bases: TrajectoryBases) -> None:
+    if lot.layer_names != bases.layer_names:
+        raise ValueError("bases were not built from this ensemble's layers (layer_names differ)")
+
+
+def _block_layers(model: HookedTransformer, lot: LinesOfThought) -> list[tuple[int, str]]:
+    """(ensemble index, hook name) of every block hook in the ensemble."""
+    return [(i, n) for i, n in enumerate(lot.layer_names) if n.startswith("blocks.")]
+
+
+def _progress(iterable: Any, enabled: bool, total: int, desc: str) -> Any:
+    if not enabled:
+        return iterable
+    from tqdm.auto import tqdm
+
+    return tqdm(iterable, total=total, desc=desc)
+
+
+def _summarise(
+    kls: Float[Tensor, "n_k n"],
+    ks: list[int],
+    logp: Tensor,
+    reading: str,
+    d_model: int,
+    meta: dict[str, Any],
+) -> TruncationCurve:
+    return TruncationCurve(
+        ks=torch.tensor(ks),
+        kl_mean=kls.mean(dim=1),
+        kl_median=kls.median(dim=1).values,
+        baseline=baseline_kl(logp),
+        reading=reading,
+        n_trajectories=int(kls.shape[1]),
+        d_model=d_model,
+        metadata=meta,
+    )
+
+
+# --------------------------------------------------------------------- last layer
+def truncation_kl_last_layer(
+    model: HookedTransformer,
+    lot: LinesOfThought,
+    bases: TrajectoryBases,
+    ks: list[int] | None = None,
+    *,
+    batch_size: int = 256,
+    progress: bool = True,
+) -> TruncationCurve:
+    """Reading (a): truncate the last block's output only, then final norm + unembedding.
+
+    Args:
+        model: the model the ensemble came from.
+        lot: an ensemble that contains ``blocks.{L-1}.hook_resid_post``.
+        bases: bases of ``lot``.
+        ks: K grid (default even numbers up to the rank, i.e. up to ``d_model`` when there
+            are at least ``d_model`` trajectories).
+        batch_size: trajectories per unembedding.
+        progress: show a progress bar.
+
+    >>> from tl_continuous.tiny import tiny_model
+    >>> model = tiny_model()
+    >>> lot = LinesOfThought.collect(model, torch.randint(0, 50, (80, 6)), progress=False)
+    >>> curve = truncation_kl_last_layer(model, lot, TrajectoryBases.from_ensemble(lot),
+    ...                                  ks=[8, 64], progress=False)
+    >>> float(curve.kl_mean[-1]) < 1e-8
+    True
+    """
+    _check(lot, bases)
+    last = lot.layer_index(f"blocks.{model.cfg.n_layers - 1}.hook_resid_post")
+    grid = _grid(ks, bases)
+    x = lot.trajectories[:, last]
+    kls = torch.empty(len(grid), lot.n_trajectories, dtype=torch.float64)
+    logps = []
+    starts = range(0, lot.n_trajectories, batch_size)
+    with torch.inference_mode():
+        for start in _progress(starts, progress, len(starts), "KL, last layer"):
+            xb = x[start : start + batch_size]
+            logp = logprobs_from_residual(model, xb)
+            logps.append(logp.float())
+            for j, k in enumerate(grid):
+                logp_k = logprobs_from_residual(model, bases.project(xb.double(), last, k))
+                kls[j, start : start + xb.shape[0]] = kl_divergence(logp_k, logp).cpu()
+    return _summarise(
+        kls, grid, torch.cat(logps), "last_layer", lot.d_model, {"layer": lot.layer_names[last]}
+    )
+
+
+# -------------------------------------------------------------------- every layer
+def _projection_hooks(
+    bases: TrajectoryBases, layers: list[tuple[int, str]], k: int
+) -> list[tuple[str | Callable[..., Any], Callable[..., Any]]]:
+    tops = {name: bases.top(i, k) for i, name in layers}
+
+    def project(act: Tensor, hook: Any) -> Tensor:
+        u = tops[hook.name].to(act.device)
+        pilot = act[:, -1].to(u.dtype)
+        new = ((pilot @ u) @ u.T).to(act.dtype)
+        if act.shape[1] == 1:  # the pilot alone (key/value-cache path)
+            return new[:, None]
+        out = act.clone()
+        out[:, -1] = new
+        return out
+
+    return [(name, project) for _, name in layers]
+
+
+def truncation_kl_every_layer(
+    model: HookedTransformer,
+    lot: LinesOfThought,
+    bases: TrajectoryBases,
+    ks: list[int] | None = None,
+    *,
+    batch_size: int = 32,
+    method: Literal["kv_cache", "naive"] = "kv_cache",
+    progress: bool = True,
+) -> TruncationCurve:
+    """Reading (b): truncate the pilot's residual after every block during the forward pass.
+
+    Every block hook of the ensemble (``blocks.{i}.hook_{resid_*}``) projects the pilot's
+    activation onto that layer's top-K basis; earlier positions are untouched. The ensemble
+    must hold the token ids, unpadded, with the pilot at the last position (as collected from
+    pseudo-sentences).
+
+    Args:
+        model: the model the ensemble came from.
+        lot: the ensemble (its ``tokens`` are re-run).
+        bases: bases of ``lot``.
+        ks: K grid (see :func:`truncation_kl_last_layer`).
+        batch_size: sequences per forward pass.
+        method: ``"kv_cache"`` (prefix once per batch into a frozen key/value cache, then only
+            the pilot per K) or ``"naive"`` (full recompute per K).
+        progress: show a progress bar.
+
+    >>> from tl_continuous.tiny import tiny_model
+    >>> model = tiny_model()
+    >>> lot = LinesOfThought.collect(model, torch.randint(0, 50, (70, 6)), progress=False)
+    >>> bases = TrajectoryBases.from_ensemble(lot)
+    >>> fast = truncation_kl_every_layer(model, lot, bases, ks=[4, 16], progress=False)
+    >>> slow = truncation_kl_every_layer(model, lot, bases, ks=[4, 16], method="naive",
+    ...                                  progress=False)
+    >>> bool(torch.allclose(fast.kl_mean, slow.kl_mean, atol=1e-5))
+    True
+    """
+    _check(lot, bases)
+    if lot.tokens is None:
+        raise ValueError("lot has no token ids; the every-layer reading re-runs the sequences")
+    pos = lot.tokens.shape[1]
+    if lot.pilot_positions is not None and bool((lot.pilot_positions != pos - 1).any()):
+        raise ValueError(
+            "the every-layer reading needs the pilot at the last position (no padding)"
+        )
+    if pos < 2 and method == "kv_cache":
+        raise ValueError("sequences of one token have no prefix; use method='naive'")
+    if method not in ("kv_cache", "naive"):
+        raise ValueError(f"method must be 'kv_cache' or 'naive' (got {method!r})")
+    layers = _block_layers(model, lot)
+    if not layers:
+        raise ValueError("the ensemble has no block layers to truncate")
+    grid = _grid(ks, bases)
+    device = model.cfg.device
+    kls = torch.empty(len(grid), lot.n_trajectories, dtype=torch.float64)
+    logps: list[Tensor] = []
+    starts = range(0, lot.n_trajectories, batch_size)
+    with torch.inference_mode():
+        for start in _progress(starts, progress, len(starts), f"KL, every layer ({method})"):
+            toks = lot.tokens[start : start + batch_size].to(device)
+            b = toks.shape[0]
+            if method == "naive":
+                logp = torch.log_softmax(model(toks)[:, -1].double(), dim=-1)
+                for j, k in enumerate(grid):
+                    with model.hooks(fwd_hooks=_projection_hooks(bases, layers, k)):
+                        logits = model(toks)[:, -1]
+                    kls[j, start : start + b] = kl_divergence(
+                        torch.log_softmax(logits.double(), dim=-1), logp
+                    ).cpu()
+            else:
+                from transformer_lens.cache.key_value_cache import TransformerLensKeyValueCache
+
+                cache = TransformerLensKeyValueCache.init_cache(model.cfg, device, b)
+                ones = torch.ones_like(toks)
+                model(
+                    toks[:, :-1], attention_mask=ones[:, :-1], past_kv_cache=cache, return_type=None
+                )
+                cache.freeze()
+                last, mask = toks[:, -1:], ones  # the frozen cache keeps the prefix mask
+                logits = model(last, attention_mask=mask[:, -1:], past_kv_cache=cache)[:, -1]
+                logp = torch.log_softmax(logits.double(), dim=-1)
+                for j, k in enumerate(grid):
+                    with model.hooks(fwd_hooks=_projection_hooks(bases, layers, k)):
+                        logits = model(last, attention_mask=mask[:, -1:], past_kv_cache=cache)
+                    kls[j, start : start + b] = kl_divergence(
+                        torch.log_softmax(logits[:, -1].double(), dim=-1), logp
+                    ).cpu()
+            logps.append(logp.float().cpu())
+    return _summarise(
+        kls,
+        grid,
+        torch.cat(logps),
+        "every_layer",
+        lot.d_model,
+        {"method": method, "layers": [n for _, n in layers]},
+    )

@@ -7,8 +7,9 @@ memory to the OS (``malloc_trim``), read the resident set size, then run the met
 one batch of N_k = 50 default-corpus tokens while a thread samples the RSS every millisecond.
 The reported number is the largest RSS seen during the method minus the RSS before it (MiB),
 i.e. the extra memory the method needed on top of the loaded model. (The process's lifetime
-peak, ``ru_maxrss``, is useless here: loading the weights peaks higher than either method.) RSS counts what
-the allocator took from the OS, so it is an upper bound on live tensors, measured the same
+peak, ``ru_maxrss``, is useless here: loading the weights peaks higher than either method.)
+RSS counts what the allocator took from the OS, so it is an upper bound on live tensors,
+measured the same
 way for both methods. Both results agree to float tolerance (checked). JSON goes to
 ``benchmarks/results/lot_memory.json``.
 """

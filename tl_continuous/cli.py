@@ -6,9 +6,11 @@ Subcommands import what they need when they run, so ``tl-continuous --help`` is 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 __all__ = ["build_parser", "main"]
 
@@ -21,6 +23,9 @@ def _add_model_args(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--cache-dir", default=None, help="where converted models are kept")
     parser.add_argument("--device", default=None, help="torch device (default: TransformerLens')")
+    parser.add_argument(
+        "--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)"
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -35,13 +40,164 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_args(demo)
     demo.add_argument("--out", type=Path, default=Path("out"), help="output folder")
     demo.add_argument("--prompt", default="The capital of France is", help="prompt to run")
+    demo.add_argument(
+        "--quick", action="store_true", help="small grids (10 durations, 11 blend weights)"
+    )
+
+    count = sub.add_parser("count", help="counting curve: a word repeated n times, shrunk to c")
+    _add_model_args(count)
+    count.add_argument("--word", default="apple", help="the repeated word (default: %(default)s)")
+    count.add_argument("--n", type=int, default=4, help="repetitions (default: %(default)s)")
+    _add_sweep_args(count, steps=100)
+    count.add_argument("--chat", action="store_true", help="wrap the prompt in the chat template")
+
+    exp = sub.add_parser("experiment", help="run one of the paper's experiments")
+    _add_model_args(exp)
+    exp.add_argument("name", choices=_EXPERIMENTS, help="which experiment")
+    _add_sweep_args(exp, steps=None)
+    exp.add_argument("--limit", type=int, default=None, help="first LIMIT dataset items only")
     return parser
+
+
+_EXPERIMENTS = (
+    "counting",
+    "events",
+    "sums",
+    "interpolation",
+    "boolean",
+    "translation",
+    "scaling",
+)
+
+
+def _add_sweep_args(parser: argparse.ArgumentParser, steps: int | None) -> None:
+    parser.add_argument(
+        "--steps",
+        type=int,
+        default=steps,
+        help="grid points (default: %(default)s; experiment defaults: 100 for c and λ, "
+        "11 shifts, 50 scales)",
+    )
+    parser.add_argument("--batch-size", type=int, default=25, help="rows per forward pass")
+    parser.add_argument("--out", type=Path, default=Path("out"), help="output folder")
+    parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
+
+
+def _write(result: Any, fig: Any, out: Path, stem: str) -> None:
+    from tl_continuous.views.experiments import save_figure
+
+    out.mkdir(parents=True, exist_ok=True)
+    result.save(out / f"{stem}.json")
+    save_figure(fig, out / f"{stem}.html")
+    print(f"  wrote {out / stem}.json and .html")
+
+
+def _print_summary(summary: dict[str, Any]) -> None:
+    print(json.dumps(summary, indent=1))
+
+
+def _cmd_count(args: argparse.Namespace) -> int:
+    from tl_continuous.experiments import count_curve
+    from tl_continuous.experiments.span_sweep import default_grid
+    from tl_continuous.models import load_model
+    from tl_continuous.views.experiments import sweep_figure
+
+    model = load_model(args.model, cache_dir=args.cache_dir, device=args.device)
+    sweep = count_curve(
+        model,
+        args.word,
+        args.n,
+        default_grid(args.steps),
+        chat=args.chat,
+        batch_size=args.batch_size,
+        progress=not args.no_progress,
+    )
+    print(f"{args.steps}-point counting sweep: {sweep.meta['seconds']:.1f} s")
+    for rule in sweep.rules:
+        _print_summary(sweep.summary(rule))
+    _write(sweep, sweep_figure(sweep), args.out, f"count_{args.word}_{args.n}")
+    return 0
+
+
+def _cmd_experiment(args: argparse.Namespace) -> int:
+    import torch
+
+    from tl_continuous import experiments as ex
+    from tl_continuous.experiments.span_sweep import default_grid
+    from tl_continuous.models import load_model
+    from tl_continuous.views import experiments as views
+
+    model = load_model(args.model, cache_dir=args.cache_dir, device=args.device)
+    progress = not args.no_progress
+    steps = args.steps
+    cs = default_grid(steps or 100)
+    lambdas = torch.linspace(0.0, 1.0, steps or 100)
+    name = args.name
+    result: Any
+    if name in ("counting", "events", "sums"):
+        run = {"counting": ex.count_dataset, "events": ex.event_dataset, "sums": ex.sum_dataset}
+        result = run[name](
+            model, cs=cs, limit=args.limit, batch_size=args.batch_size, progress=progress
+        )
+        fig = (
+            views.peak_figure(result)
+            if name == "counting"
+            else views.sweep_figure(result.sweeps[0])
+        )
+        for rule in result.sweeps[0].rules:
+            _print_summary({"rule": rule, **_digit_summary(result, rule)})
+    elif name == "interpolation":
+        result = ex.interpolation_dataset(
+            model, lambdas=lambdas, limit=args.limit, batch_size=args.batch_size, progress=progress
+        )
+        fig = views.sweep_figure(result.sweeps[0])
+        _print_summary(result.interpolation_summary())
+    elif name == "boolean":
+        result = ex.boolean_all_pairs(model, lambdas, batch_size=args.batch_size, progress=progress)
+        fig = views.boolean_figure(result)
+        _print_summary(result.interpolation_summary())
+    else:
+        if name == "translation":
+            result = ex.translation_sweep(
+                model, shifts=torch.arange(0.0, float(steps or 11)), progress=progress
+            )
+        else:
+            scales = torch.linspace(0.01, 1.5, steps or 50)
+            result = ex.scaling_sweep(
+                model, scales=scales, batch_size=args.batch_size, progress=progress
+            )
+        fig = views.sweep_figure(result)
+        _print_summary(result.summary())
+    _write(result, fig, args.out, name)
+    return 0
+
+
+def _digit_summary(result: Any, rule: str) -> dict[str, Any]:
+    """Aggregates of a digit-readout dataset (counting, events, sums)."""
+    if result.experiment == "counting":
+        return dict(result.peak_summary(rule))
+    right_at_1 = [s.argmax(rule)[-1] == s.expected for s in result.sweeps]
+    changed = [bool(s.transitions(rule)) for s in result.sweeps]
+    lower_at_small_c = [
+        s.expected is not None and s.argmax(rule)[0] < s.argmax(rule)[-1] for s in result.sweeps
+    ]
+    return {
+        "items": len(result.sweeps),
+        "correct_at_c1": sum(right_at_1) / len(result.sweeps),
+        "argmax_changes_along_c": sum(changed) / len(result.sweeps),
+        "answer_smaller_at_smallest_c": sum(lower_at_small_c) / len(result.sweeps),
+    }
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
     import time
 
+    import torch
+
+    from tl_continuous.experiments import boolean_interpolation, count_curve
+    from tl_continuous.experiments.span_sweep import default_grid
     from tl_continuous.models import load_model
+    from tl_continuous.views.experiments import boolean_figure, sweep_figure
 
     start = time.perf_counter()
     model = load_model(args.model, cache_dir=args.cache_dir, device=args.device)
@@ -57,13 +213,30 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     print("Top next tokens:")
     for p, idx in zip(top.values.tolist(), top.indices.tolist(), strict=True):
         print(f"  {model.to_string(idx)!r:>16}  p = {p:.4f}")
+
+    steps = 10 if args.quick else 100
+    print(f"\nCounting: four apples, the repetitions at duration c ({steps} values of c)")
+    sweep = count_curve(model, "apple", 4, default_grid(steps), progress=not args.quick)
+    print(f"  {sweep.meta['seconds']:.1f} s; readout: tokens whose text is the digit")
+    _print_summary(sweep.summary("exact"))
+    _write(sweep, sweep_figure(sweep), args.out, "count_apple_4")
+
+    print(f"\nBoolean interpolation AND -> OR ({11 if args.quick else 100} values of λ)")
+    lambdas = torch.linspace(0.0, 1.0, 11 if args.quick else 100)
+    booleans = boolean_interpolation(model, "AND", "OR", lambdas, progress=not args.quick)
+    _print_summary(booleans.interpolation_summary())
+    _write(booleans, boolean_figure(booleans), args.out, "boolean_AND_OR")
     return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``tl-continuous`` and ``python -m tl_continuous``."""
     args = build_parser().parse_args(argv)
-    commands = {"demo": _cmd_demo}
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    commands = {"demo": _cmd_demo, "count": _cmd_count, "experiment": _cmd_experiment}
     return commands[args.command](args)
 
 

@@ -339,8 +339,9 @@ def load_model(
     """Load a bundled model (or a local Hugging Face folder) as a ``HookedTransformer``.
 
     Args:
-        name: ``"smollm2-135m"`` (default), ``"gemma-3-270m"`` (optional extra), or a path
-            to a local Hugging Face folder.
+        name: ``"smollm2-135m"`` (default), ``"gemma-3-270m"`` (optional extra),
+            ``"counting-testbed"`` (see :mod:`tl_continuous.testbed`), or a path to a local
+            Hugging Face folder.
         cache_dir: where converted models live (see :func:`cache_root`).
         device: where to put the model.
         dtype: parameter dtype (``torch.bfloat16`` works; analysis maths upcasts itself).
@@ -352,11 +353,16 @@ def load_model(
             message says what to install.
         ValueError: ``name`` is neither a bundled model nor an existing folder.
     """
+    if name == "counting-testbed":  # trained here, shipped in the package (no tokenizer)
+        from tl_continuous.testbed.model import load_testbed
+
+        return load_testbed(device=device, dtype=dtype)
     if name in MODELS:
         folder = converted_folder(name, cache_dir)
         return load_hf_folder(folder, device=device, dtype=dtype, model_name=name, **processing)
     if Path(name).expanduser().is_dir():
         return load_hf_folder(name, device=device, dtype=dtype, **processing)
     raise ValueError(
-        f"name must be one of {sorted(MODELS)} or a local Hugging Face folder (got {name!r})"
+        f"name must be one of {[*sorted(MODELS), 'counting-testbed']} or a local Hugging Face "
+        f"folder (got {name!r})"
     )

@@ -19,7 +19,7 @@ class WordTokenizer:
     """One id per whitespace-separated word (ids in order of first appearance); BOS is 0."""
 
     bos_token_id = 0
-    all_special_ids = [0]
+    all_special_ids = (0,)
     name_or_path = "words"
 
     def __init__(self) -> None:

@@ -29,12 +29,6 @@ if TYPE_CHECKING:
         collect_shards,
         load_shards,
     )
-    from tl_continuous.lines_of_thought.corpus import (
-        PseudoSentences,
-        default_corpus_text,
-        gibberish,
-        pseudo_sentences,
-    )
     from tl_continuous.lines_of_thought.compare import (
         EnsembleComparison,
         classifier_accuracy,
@@ -47,6 +41,12 @@ if TYPE_CHECKING:
         layer_separability,
         reinitialised_model,
         untrained_model,
+    )
+    from tl_continuous.lines_of_thought.corpus import (
+        PseudoSentences,
+        default_corpus_text,
+        gibberish,
+        pseudo_sentences,
     )
     from tl_continuous.lines_of_thought.dynamics import (
         ResidualStatistics,
@@ -100,7 +100,39 @@ _EXPORTS: dict[str, str] = {
     "truncation_kl_last_layer": "truncation",
 }
 
-__all__ = sorted(_EXPORTS)
+__all__ = [
+    "CorruptShardError",
+    "DynamicsSummary",
+    "EnsembleComparison",
+    "IncompleteShardsError",
+    "LangevinModel",
+    "LayerDiagnostics",
+    "LinesOfThought",
+    "PseudoSentences",
+    "ResidualStatistics",
+    "SyntheticEnsemble",
+    "TrajectoryBases",
+    "TruncationCurve",
+    "VarianceLawFit",
+    "classifier_accuracy",
+    "collect_shards",
+    "default_corpus_text",
+    "extrapolate",
+    "gaussian_wasserstein",
+    "gibberish",
+    "layer_separability",
+    "linear_gaussian_ensemble",
+    "load_shards",
+    "orthogonal_path",
+    "pseudo_sentences",
+    "realign_bases",
+    "reinitialised_model",
+    "residuals",
+    "sliced_wasserstein",
+    "truncation_kl_every_layer",
+    "truncation_kl_last_layer",
+    "untrained_model",
+]
 
 
 def __getattr__(name: str) -> Any:

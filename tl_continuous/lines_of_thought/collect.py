@@ -162,7 +162,7 @@ def _as_tokens(
 # --------------------------------------------------------------------------- hooks
 def pilot_hooks(
     names: list[str], pilots: Tensor, store: dict[str, Tensor]
-) -> list[tuple[str, Callable[..., None]]]:
+) -> list[tuple[str | Callable[..., Any], Callable[..., Any]]]:
     """Forward hooks that put ``act[rows, pilots]`` (float32, CPU) into ``store[name]``."""
 
     def read(act: Tensor, hook: Any) -> None:
@@ -249,7 +249,11 @@ def collect_trajectories(
         parts.append(traj)
         pilots.append(pil)
     meta |= model_metadata(model)
-    meta |= {"hook": hook, "include_final_norm": include_final_norm, "layers": layers}
+    meta |= {
+        "hook": hook,
+        "include_final_norm": include_final_norm,
+        "tokens_sha256": _tokens_sha256(tokens, attention_mask),
+    }
     if isinstance(tokens_or_corpus, PseudoSentences):
         meta["n_tokens"] = tokens_or_corpus.n_tokens
     return LinesOfThought(
@@ -343,10 +347,11 @@ def collect_shards(
     >>> import tempfile
     >>> from tl_continuous.tiny import tiny_model
     >>> model, toks = tiny_model(), torch.randint(0, 50, (5, 4))
+    >>> kw = dict(batch_size=2, progress=False)
     >>> with tempfile.TemporaryDirectory() as d:
-    ...     ran0 = collect_shards(model, toks, d, worker=0, n_workers=2, batch_size=2, progress=False)
-    ...     ran1 = collect_shards(model, toks, d, worker=1, n_workers=2, batch_size=2, progress=False)
-    ...     again = collect_shards(model, toks, d, batch_size=2, progress=False)
+    ...     ran0 = collect_shards(model, toks, d, worker=0, n_workers=2, **kw)
+    ...     ran1 = collect_shards(model, toks, d, worker=1, n_workers=2, **kw)
+    ...     again = collect_shards(model, toks, d, **kw)
     ...     lot = LinesOfThought.from_shards(d)
     >>> ran0, ran1, again, lot.trajectories.shape
     ([0, 2], [1], [], torch.Size([5, 2, 64]))

@@ -84,7 +84,8 @@ def render_markdown(results: dict[str, Any], command: str) -> str:
         "| quantity | value |",
         "|---|---|",
         f"| trajectories (bases, last-layer KL) | {r['n_trajectories']} |",
-        f"| trajectories (every-layer KL) | {r['every_layer']['n_trajectories']} |",
+        f"| trajectories (every-layer KL; a seeded random subset) | "
+        f"{r['every_layer']['n_trajectories']} |",
         f"| knee K, last layer only (90% of the KL drop) | {r['last_layer']['knee_k']} "
         f"({100 * r['last_layer']['knee_k'] / r['d_model']:.0f}% of D) |",
         f"| knee K, every layer (90% of the KL drop) | {r['every_layer']['knee_k']} "
@@ -175,7 +176,9 @@ def main(argv: list[str] | None = None) -> int:
     t1 = time.perf_counter()
     last = truncation_kl_last_layer(model, lot, bases, ks, progress=progress)
     t2 = time.perf_counter()
-    sub = lot.subset(slice(0, args.every_layer_n))
+    gen = torch.Generator().manual_seed(args.seed)
+    picked = torch.randperm(lot.n_trajectories, generator=gen)[: args.every_layer_n].sort().values
+    sub = lot.subset(picked)
     every = truncation_kl_every_layer(
         model, sub, bases, ks, batch_size=args.batch_size, progress=progress
     )

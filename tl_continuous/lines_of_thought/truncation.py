@@ -266,7 +266,7 @@ def truncation_kl_last_layer(
 # -------------------------------------------------------------------- every layer
 def _projection_hooks(
     bases: TrajectoryBases, layers: list[tuple[int, str]], k: int
-) -> list[tuple[str, Callable[..., Tensor]]]:
+) -> list[tuple[str | Callable[..., Any], Callable[..., Any]]]:
     tops = {name: bases.top(i, k) for i, name in layers}
 
     def project(act: Tensor, hook: Any) -> Tensor:

@@ -1,0 +1,75 @@
+"""Every-layer KL sweep: frozen key/value cache (prefix once) against naive full recompute.
+
+    python -m benchmarks.lot_truncation [--n 16 --ks 1 16 128 576]
+
+SmolLM2, N_k = 50 default-corpus pseudo-sentences. The bases come from the same ``--n``
+trajectories (the point is speed and agreement, not the curve). Both methods produce the full
+curve; the maximum difference of the mean KL is printed with the speed-up (target >= 10x).
+JSON goes to ``benchmarks/results/lot_truncation.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import torch
+
+from benchmarks._lot_common import time_once, write_result
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--n", type=int, default=16)
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--ks", type=int, nargs="*", default=[1, 4, 8, 16])
+    p.add_argument("--threads", type=int, default=1)
+    args = p.parse_args()
+    torch.set_num_threads(args.threads)
+
+    from tl_continuous.lines_of_thought.bases import TrajectoryBases
+    from tl_continuous.lines_of_thought.corpus import pseudo_sentences
+    from tl_continuous.lines_of_thought.ensemble import LinesOfThought
+    from tl_continuous.lines_of_thought.truncation import truncation_kl_every_layer
+    from tl_continuous.models import load_model
+
+    model = load_model()
+    ps = pseudo_sentences(model, n_tokens=50, limit=args.n, seed=0)
+    lot = LinesOfThought.collect(model, ps, batch_size=args.batch_size, progress=False)
+    bases = TrajectoryBases.from_ensemble(lot)
+    ks = [k for k in args.ks if k <= bases.rank]
+    curves = {}
+
+    def run(method: str):
+        def go() -> None:
+            curves[method] = truncation_kl_every_layer(
+                model, lot, bases, ks, batch_size=args.batch_size, method=method, progress=False
+            )
+
+        return go
+
+    t_fast = time_once(run("kv_cache"))
+    t_naive = time_once(run("naive"))
+    diff = float((curves["kv_cache"].kl_mean - curves["naive"].kl_mean).abs().max())
+    speedup = t_naive / t_fast
+    print(
+        f"kv_cache {t_fast:.1f} s, naive {t_naive:.1f} s: speed-up {speedup:.1f}x "
+        f"over {len(ks)} K values, {args.n} trajectories; max |diff| of mean KL {diff:.1e}"
+    )
+    path = write_result(
+        "lot_truncation",
+        {
+            "n_trajectories": args.n,
+            "n_tokens": 50,
+            "ks": ks,
+            "kv_cache_s": t_fast,
+            "naive_s": t_naive,
+            "speedup": speedup,
+            "max_abs_diff_kl_mean": diff,
+            "kl_mean": curves["kv_cache"].kl_mean.tolist(),
+        },
+    )
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,32 @@
+"""Where benchmark numbers are written."""
+
+from __future__ import annotations
+
+import json
+import platform
+import time
+from pathlib import Path
+from typing import Any
+
+RESULTS = Path(__file__).parent / "results"
+
+
+def write_result(name: str, numbers: dict[str, Any]) -> Path:
+    """Write ``numbers`` (plus machine facts) to ``benchmarks/results/<name>.json``."""
+    import torch
+
+    RESULTS.mkdir(exist_ok=True)
+    record = {
+        "benchmark": name,
+        "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "machine": {
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+            "threads": torch.get_num_threads(),
+            "processor": platform.machine(),
+        },
+        **numbers,
+    }
+    path = RESULTS / f"{name}.json"
+    path.write_text(json.dumps(record, indent=2) + "\n")
+    return path

@@ -1,0 +1,66 @@
+"""The count / experiment subcommands and the demo's --quick flag."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tl_continuous.cli import build_parser, main
+from tl_continuous.experiments.results import Sweep, SweepSet
+
+
+def test_parser_accepts_the_documented_commands():
+    p = build_parser()
+    args = p.parse_args(["count", "--word", "dog", "--n", "3", "--steps", "10", "--out", "x"])
+    assert (args.word, args.n, args.steps, str(args.out)) == ("dog", 3, 10, "x")
+    args = p.parse_args(["experiment", "boolean", "--steps", "5", "--threads", "1"])
+    assert (args.name, args.steps, args.threads) == ("boolean", 5, 1)
+    assert p.parse_args(["demo", "--quick"]).quick
+    with pytest.raises(SystemExit):
+        p.parse_args(["experiment", "nonsense"])
+
+
+@pytest.mark.model
+def test_count_writes_json_and_html(tmp_path, capsys):
+    assert (
+        main(
+            [
+                "count",
+                "--word",
+                "dog",
+                "--n",
+                "3",
+                "--steps",
+                "3",
+                "--out",
+                str(tmp_path),
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
+    sweep = Sweep.load(tmp_path / "count_dog_3.json")
+    assert sweep.expected == 3 and sweep.grid.numel() == 3
+    assert (tmp_path / "count_dog_3.html").stat().st_size > 10_000
+    assert "3-point counting sweep" in capsys.readouterr().out
+
+
+@pytest.mark.model
+def test_experiment_translation_writes_results(tmp_path, capsys):
+    assert (
+        main(["experiment", "translation", "--steps", "2", "--out", str(tmp_path), "--no-progress"])
+        == 0
+    )
+    sweep = Sweep.load(tmp_path / "translation.json")
+    assert sweep.grid.tolist() == [0.0, 1.0]
+    printed = capsys.readouterr().out
+    assert json.loads(printed[printed.index("{") : printed.rindex("}") + 1])["max_distance"] < 1e-3
+
+
+@pytest.mark.model
+@pytest.mark.slow
+def test_demo_quick(tmp_path):
+    assert main(["demo", "--quick", "--out", str(tmp_path)]) == 0
+    assert Sweep.load(tmp_path / "count_apple_4.json").grid.numel() == 10
+    assert len(SweepSet.load(tmp_path / "boolean_AND_OR.json")) == 4

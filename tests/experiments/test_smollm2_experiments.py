@@ -1,0 +1,92 @@
+"""The experiments on the bundled SmolLM2-135M, on small grids, against plain forwards."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from tl_continuous.experiments import (
+    boolean_interpolation,
+    count_curve,
+    interpolate_prompts,
+    scaling_sweep,
+    sum_curve,
+    translation_sweep,
+)
+from tl_continuous.experiments.interpolation import aligned_operator_prompts
+from tl_continuous.experiments.prompts import counting_prompt
+from tl_continuous.experiments.readouts import Readout
+
+pytestmark = pytest.mark.model
+
+
+def plain_digit_probs(model, prompt):
+    probs = model(prompt)[0, -1].softmax(-1)
+    ids = [model.to_single_token(str(d)) for d in range(10)]
+    return probs[ids]
+
+
+def test_digit_rules_coincide_on_smollm2(smollm2):
+    exact = Readout.digits(smollm2, "exact")
+    contains = Readout.digits(smollm2, "contains")
+    assert exact.token_ids == contains.token_ids
+    assert all(len(ids) == 1 for ids in exact.token_ids)
+
+
+def test_counting_span_and_c_equal_one(smollm2):
+    sweep = count_curve(smollm2, "apple", 4, torch.tensor([0.3, 1.0]), progress=False)
+    tokens = smollm2.to_str_tokens(sweep.prompt)
+    first, last = sweep.span
+    assert "".join(tokens[first : last + 1]) == "apple apple apple apple"
+    # c = 1 is the unmodified model
+    want = plain_digit_probs(smollm2, counting_prompt("apple", 4)[0])
+    assert torch.allclose(sweep.probs["exact"][-1].float(), want, atol=1e-4)
+    # c < 1 changes the distribution
+    assert not torch.allclose(sweep.probs["exact"][0], sweep.probs["exact"][-1], atol=1e-3)
+
+
+def test_sums_span_is_the_operand_digits(smollm2):
+    text = "Mia delivered 82 packages on Monday and 38 packages on Tuesday."
+    sweep = sum_curve(
+        smollm2,
+        text,
+        "How many packages did Mia deliver in total?",
+        82,
+        38,
+        torch.tensor([0.5, 1.0]),
+        progress=False,
+    )
+    tokens = smollm2.to_str_tokens(sweep.prompt)
+    first, last = sweep.span
+    assert "".join(tokens[first : last + 1]).strip() == "82"
+    assert sweep.expected == 1 and set(sweep.rules) == {"exact", "contains", "prefix"}
+
+
+def test_interpolation_endpoints_are_the_prompts(smollm2):
+    a = "Question: Is a dog an animal? Reply with Yes or No.\nAnswer:"
+    b = "Question: Is a rock an animal? Reply with Yes or No.\nAnswer:"
+    sweep = interpolate_prompts(smollm2, a, b, torch.linspace(0, 1, 3), progress=False)
+    readout = Readout.yes_no(smollm2)
+    for prompt, row in ((a, 0), (b, -1)):
+        want = readout(smollm2(prompt)[0, -1].softmax(-1))
+        assert torch.allclose(sweep.probs["exact"][row].float(), want, atol=1e-4)
+    assert sweep.distance[0] < 1e-5 and sweep.distance[-1] < 1e-5
+    with pytest.raises(ValueError, match="same length"):
+        interpolate_prompts(smollm2, a, "Question: Is it?", progress=False)
+
+
+def test_boolean_operators_are_aligned(smollm2):
+    pa, pb = aligned_operator_prompts(smollm2, "AND", "NAND", 1, 0)
+    assert len(smollm2.to_str_tokens(pa)) == len(smollm2.to_str_tokens(pb))
+    result = boolean_interpolation(smollm2, "AND", "XOR", torch.tensor([0.0, 1.0]), progress=False)
+    assert len(result) == 4
+    assert {(s.meta["a"], s.meta["b"]) for s in result.sweeps} == {(0, 0), (0, 1), (1, 0), (1, 1)}
+
+
+def test_translation_is_a_no_op_and_unit_scale_is_the_model(smollm2):
+    prompt = counting_prompt("dog", 3)[0]
+    moved = translation_sweep(smollm2, prompt, torch.tensor([0.0, 3.5, 10.0]), progress=False)
+    assert float(moved.distance.max()) < 1e-3
+    scaled = scaling_sweep(smollm2, prompt, torch.tensor([0.5, 1.0]), progress=False)
+    assert float(scaled.distance[1]) < 1e-4
+    assert float(scaled.distance[0]) > float(scaled.distance[1])

@@ -1,0 +1,96 @@
+"""Batched sweeps against one-prompt-at-a-time forwards (tiny random models)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from tl_continuous import Durations, blend_embeddings, continuous
+from tl_continuous.experiments.batched import (
+    blend_sweep_probs,
+    duration_sweep_probs,
+    last_position_only,
+)
+from tl_continuous.experiments.span_sweep import shrink_tokens
+from tl_continuous.tiny import tiny_model
+
+VOCAB = [str(i % 10) for i in range(50)]  # tiny vocab: token i reads as digit i % 10
+
+
+def one_at_a_time(model, tokens, span, cs):
+    rows = []
+    for c in cs.tolist():
+        d = Durations.from_spans(tokens.shape[-1], [span], value=c)
+        with continuous(model, d):
+            rows.append(model(tokens)[0, -1].softmax(-1))
+    return torch.stack(rows)
+
+
+@pytest.mark.parametrize("kind", ["rotary", "rotary-partial", "learned"])
+@pytest.mark.parametrize("batch_size", [1, 3, 100])
+def test_batched_duration_sweep_equals_single_forwards(kind, batch_size):
+    model = tiny_model(kind)
+    tokens = torch.tensor([[3, 7, 7, 7, 9, 11, 2]])
+    cs = torch.linspace(0.1, 1.0, 7)
+    want = one_at_a_time(model, tokens, (1, 3), cs)
+    durations = Durations.from_spans(7, [(1, 3)], value=cs).values
+    got = duration_sweep_probs(model, tokens, durations, batch_size=batch_size, progress=False)
+    assert torch.allclose(got, want, atol=1e-5)
+
+
+def test_shrink_tokens_readout_sums_token_groups():
+    model = tiny_model("rotary")
+    tokens = torch.tensor([[3, 7, 7, 7, 9]])
+    cs = torch.tensor([0.25, 0.5, 1.0])
+    sweep = shrink_tokens(model, tokens, (1, 3), cs, vocab=VOCAB, progress=False, expected=3)
+    full = one_at_a_time(model, tokens, (1, 3), cs)
+    by_digit = torch.stack([full[:, d::10].sum(-1) for d in range(10)], -1)
+    assert torch.allclose(sweep.probs["exact"].float(), by_digit, atol=1e-5)
+    assert sweep.span == (1, 3) and sweep.grid.tolist() == pytest.approx(cs.tolist())
+    assert len(model.hook_dict["hook_embed"].fwd_hooks) == 0
+
+
+def test_float64_and_bfloat16_models():
+    tokens = torch.tensor([[3, 7, 7, 9]])
+    cs = torch.tensor([0.5, 1.0])
+    d = Durations.from_spans(4, [(1, 2)], value=cs).values
+    m64 = tiny_model("rotary", dtype=torch.float64)
+    p64 = duration_sweep_probs(m64, tokens, d, progress=False)
+    assert p64.dtype == torch.float64
+    assert torch.allclose(p64, one_at_a_time(m64, tokens, (1, 2), cs), atol=1e-10)
+    mbf = tiny_model("rotary", dtype=torch.bfloat16)
+    pbf = duration_sweep_probs(mbf, tokens, d, progress=False)
+    assert pbf.dtype == torch.float32 and torch.allclose(pbf.sum(-1), torch.ones(2), atol=1e-4)
+
+
+def test_last_position_only_keeps_user_hooks_and_removes_its_own():
+    model = tiny_model("rotary")
+    seen = []
+    model.add_hook("blocks.0.hook_resid_post", lambda x, hook: seen.append(x.shape))
+    tokens = torch.tensor([[1, 2, 3]])
+    with last_position_only(model):
+        assert model(tokens).shape == (1, 1, 50)
+    assert model(tokens).shape == (1, 3, 50)
+    assert len(seen) == 2
+    last = f"blocks.{model.cfg.n_layers - 1}.hook_resid_post"
+    assert len(model.hook_dict[last].fwd_hooks) == 0
+    model.reset_hooks()
+
+
+def test_blend_sweep_equals_blend_embeddings():
+    model = tiny_model("rotary")
+    a, b = torch.tensor([[1, 2, 3, 4]]), torch.tensor([[1, 9, 3, 4]])
+    lam = torch.linspace(0, 1, 5)
+    want = blend_embeddings(model, a, b, lam)[:, -1].softmax(-1)
+    got = blend_sweep_probs(model, a, b, lam, batch_size=2, progress=False)
+    assert torch.allclose(got, want, atol=1e-5)
+
+
+def test_bad_shapes_raise():
+    model = tiny_model("rotary")
+    with pytest.raises((ValueError, TypeError), match=r"tokens|durations"):
+        duration_sweep_probs(model, torch.tensor([[1, 2]]), torch.ones(2, 3), progress=False)
+    with pytest.raises(ValueError, match="batch_size"):
+        duration_sweep_probs(
+            model, torch.tensor([[1, 2]]), torch.ones(2, 2), batch_size=0, progress=False
+        )

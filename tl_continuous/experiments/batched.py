@@ -1,0 +1,165 @@
+"""Batched forward passes for sweeps: one batch row per grid point, chunked.
+
+Every experiment reads only the next-token distribution after the prompt, so the duration
+sweeps here unembed the last position only (a temporary hook keeps the last position of the final
+residual stream; on SmolLM2 the unembedding of every position would cost a quarter of the
+forward). The hook lives in a ``model.hooks`` context of its own and is removed on exit.
+
+>>> from tl_continuous.tiny import tiny_model
+>>> model = tiny_model("rotary")
+>>> tokens = torch.tensor([[1, 2, 3, 4]])
+>>> probs = duration_sweep_probs(model, tokens, torch.ones(3, 4), progress=False)
+>>> probs.shape
+torch.Size([3, 50])
+>>> torch.allclose(probs[0], model(tokens)[0, -1].softmax(-1), atol=1e-6)
+True
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from functools import partial
+from typing import Any, Literal, TypeVar
+
+import torch
+from jaxtyping import Float, Int
+from torch import Tensor
+from transformer_lens import HookedTransformer
+
+__all__ = [
+    "blend_sweep_probs",
+    "chunks",
+    "duration_sweep_probs",
+    "last_position_only",
+    "next_token_probs",
+    "progress_iter",
+]
+
+T = TypeVar("T")
+
+
+def chunks(n: int, batch_size: int, *, progress: bool = False, desc: str = "") -> Iterator[slice]:
+    """Slices ``[i, i + batch_size)`` covering ``range(n)``, with an optional tqdm bar.
+
+    >>> list(chunks(5, 2))
+    [slice(0, 2, None), slice(2, 4, None), slice(4, 5, None)]
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1 (got {batch_size})")
+    starts = range(0, n, batch_size)
+    if progress and len(starts) > 1:
+        from tqdm.auto import tqdm
+
+        for i in tqdm(starts, desc=desc or "sweep", unit="batch"):
+            yield slice(i, min(i + batch_size, n))
+        return
+    for i in starts:
+        yield slice(i, min(i + batch_size, n))
+
+
+def progress_iter(items: Sequence[T], progress: bool, desc: str) -> Iterable[T]:
+    """``items``, wrapped in a tqdm bar when ``progress`` is true.
+
+    >>> list(progress_iter([1, 2], False, "x"))
+    [1, 2]
+    """
+    if not progress:
+        return items
+    from tqdm.auto import tqdm
+
+    return tqdm(items, desc=desc, unit="item")
+
+
+@contextmanager
+def last_position_only(model: HookedTransformer) -> Iterator[None]:
+    """Within the block, forwards return logits of the last position only (``[b, 1, vocab]``).
+
+    >>> from tl_continuous.tiny import tiny_model
+    >>> model = tiny_model("rotary")
+    >>> with last_position_only(model):
+    ...     model(torch.tensor([[1, 2, 3]])).shape
+    torch.Size([1, 1, 50])
+    """
+
+    def keep_last(resid: Tensor, hook: Any) -> Tensor:
+        return resid[:, -1:]
+
+    name = f"blocks.{model.cfg.n_layers - 1}.hook_resid_post"
+    with model.hooks(fwd_hooks=[(name, keep_last)]):
+        yield
+
+
+def next_token_probs(
+    model: HookedTransformer, run: Callable[[], Tensor]
+) -> Float[Tensor, "batch vocab"]:
+    """Softmax (float32 or wider) of the last position of ``run()``'s logits."""
+    with torch.inference_mode(), last_position_only(model):
+        logits = run()
+    dtype = torch.float64 if logits.dtype == torch.float64 else torch.float32
+    return logits[:, -1].to(dtype).softmax(-1)
+
+
+def duration_sweep_probs(
+    model: HookedTransformer,
+    tokens: Int[Tensor, "1 pos"],
+    durations: Float[Tensor, "grid pos"],
+    *,
+    start: float = 0.0,
+    batch_size: int = 25,
+    progress: bool = True,
+    desc: str = "",
+) -> Float[Tensor, "grid vocab"]:
+    """Next-token probabilities of one prompt under each row of durations, batched.
+
+    Args:
+        model: any model the continuous mechanism supports.
+        tokens: the prompt's tokens, ``[1, pos]``.
+        durations: one row of durations per grid point.
+        start: the integration start shared by every row.
+        batch_size: rows per forward pass.
+        progress: show a progress bar when there is more than one batch.
+        desc: progress bar label.
+    """
+    from tl_continuous import Durations, continuous
+
+    if tokens.ndim != 2 or tokens.shape[0] != 1:
+        raise ValueError(f"tokens must have shape [1, pos] (got {tuple(tokens.shape)})")
+    if durations.ndim != 2 or durations.shape[1] != tokens.shape[1]:
+        raise ValueError(
+            f"durations must have shape [grid, {tokens.shape[1]}] (got {tuple(durations.shape)})"
+        )
+    out = []
+    for rows in chunks(durations.shape[0], batch_size, progress=progress, desc=desc):
+        batch = durations[rows]
+        toks = tokens.expand(batch.shape[0], -1)
+        with continuous(model, Durations(batch, start=start)):
+            out.append(next_token_probs(model, partial(model, toks)))
+    return torch.cat(out)
+
+
+def blend_sweep_probs(
+    model: HookedTransformer,
+    prompt_a: str | Int[Tensor, "1 pos"],
+    prompt_b: str | Int[Tensor, "1 pos"],
+    lambdas: Float[Tensor, " grid"],
+    *,
+    method: Literal["lerp", "slerp"] = "lerp",
+    batch_size: int = 25,
+    progress: bool = True,
+    desc: str = "",
+) -> Float[Tensor, "grid vocab"]:
+    """Next-token probabilities at blended input embeddings, one batch row per lambda."""
+    from tl_continuous import blend_embeddings
+
+    if lambdas.ndim != 1:
+        raise ValueError(f"lambdas must be 1-D (got shape {tuple(lambdas.shape)})")
+    out = []
+    for rows in chunks(lambdas.shape[0], batch_size, progress=progress, desc=desc):
+        # blend_embeddings returns every position; its return type says so, so the
+        # last-position shortcut is not used here (blend prompts are short).
+        with torch.inference_mode():
+            logits = blend_embeddings(model, prompt_a, prompt_b, lambdas[rows], method=method)
+        dtype = torch.float64 if logits.dtype == torch.float64 else torch.float32
+        out.append(logits[:, -1].to(dtype).softmax(-1))
+    return torch.cat(out)

@@ -1,9 +1,11 @@
 """Every-layer KL sweep: frozen key/value cache (prefix once) against naive full recompute.
 
-    python -m benchmarks.lot_truncation [--n 16 --ks 1 16 128 576]
+    python -m benchmarks.lot_truncation [--n 8 --ks 1 2 4 ... 576]
 
-SmolLM2, N_k = 50 default-corpus pseudo-sentences. The bases come from the same ``--n``
-trajectories (the point is speed and agreement, not the curve). Both methods produce the full
+SmolLM2, N_k = 50 default-corpus pseudo-sentences, the report's K grid by default. The bases
+come from the report's 2000-trajectory shard folder when it exists (``--shards``), otherwise
+from the ``--n`` benchmark trajectories (K clipped to their rank); the point is speed and
+agreement, not the curve. Both methods produce the full
 curve; the maximum difference of the mean KL is printed with the speed-up (target >= 10x).
 JSON goes to ``benchmarks/results/lot_truncation.json``.
 """
@@ -19,9 +21,10 @@ from benchmarks._lot_common import time_once, write_result
 
 def main() -> None:
     p = argparse.ArgumentParser()
-    p.add_argument("--n", type=int, default=16)
-    p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--ks", type=int, nargs="*", default=[1, 4, 8, 16])
+    p.add_argument("--n", type=int, default=8)
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--ks", type=int, nargs="*", default=None)
+    p.add_argument("--shards", default=None, help="shard folder whose ensemble gives the bases")
     p.add_argument("--threads", type=int, default=1)
     args = p.parse_args()
     torch.set_num_threads(args.threads)
@@ -35,8 +38,17 @@ def main() -> None:
     model = load_model()
     ps = pseudo_sentences(model, n_tokens=50, limit=args.n, seed=0)
     lot = LinesOfThought.collect(model, ps, batch_size=args.batch_size, progress=False)
-    bases = TrajectoryBases.from_ensemble(lot)
-    ks = [k for k in args.ks if k <= bases.rank]
+    from tl_continuous.lines_of_thought.report import DEFAULT_KS
+    from tl_continuous.models import cache_root
+
+    shards = args.shards or cache_root() / "lot-shards" / "smollm2-135m-pydoc-n50-2000-s0"
+    try:
+        source = LinesOfThought.from_shards(shards)
+        bases_from = str(shards)
+    except (FileNotFoundError, ValueError):
+        source, bases_from = lot, "benchmark trajectories"
+    bases = TrajectoryBases.from_ensemble(source)
+    ks = [k for k in (args.ks or DEFAULT_KS) if k <= bases.rank]
     curves = {}
 
     def run(method: str):
@@ -59,6 +71,8 @@ def main() -> None:
         "lot_truncation",
         {
             "n_trajectories": args.n,
+            "bases_from": bases_from,
+            "max_rows": 256,
             "n_tokens": 50,
             "ks": ks,
             "kv_cache_s": t_fast,

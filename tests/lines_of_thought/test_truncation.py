@@ -33,6 +33,10 @@ def test_every_layer_fast_path_equals_naive_recompute(kind) -> None:
     )
     torch.testing.assert_close(fast.kl_mean, naive.kl_mean, atol=1e-5, rtol=0)
     torch.testing.assert_close(fast.kl_median, naive.kl_median, atol=1e-5, rtol=0)
+    one_k_per_pass = truncation_kl_every_layer(
+        model, lot, bases, ks, batch_size=16, max_rows=1, progress=False
+    )
+    torch.testing.assert_close(one_k_per_pass.kl_mean, naive.kl_mean, atol=1e-5, rtol=0)
     assert abs(fast.baseline - naive.baseline) < 1e-5
     assert float(fast.kl_mean[0]) > 1e-3  # the test can fail: truncation does change p
 

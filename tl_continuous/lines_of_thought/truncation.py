@@ -303,6 +303,78 @@ def _projection_hooks(
     return [(name, project) for _, name in layers]
 
 
+def _repeat_cache(cache: Any, m: int) -> Any:
+    """A frozen copy of a key/value cache with every row repeated ``m`` times (K-major)."""
+    from transformer_lens.cache.key_value_cache import TransformerLensKeyValueCache
+    from transformer_lens.cache.key_value_cache_entry import TransformerLensKeyValueCacheEntry
+
+    entries = [
+        TransformerLensKeyValueCacheEntry(
+            past_keys=e.past_keys.repeat(m, 1, 1, 1),
+            past_values=e.past_values.repeat(m, 1, 1, 1),
+            frozen=True,
+        )
+        for e in cache.entries
+    ]
+    return TransformerLensKeyValueCache(
+        entries=entries,
+        previous_attention_mask=cache.previous_attention_mask.repeat(m, 1),
+        frozen=True,
+    )
+
+
+def _multi_k_hooks(
+    bases: TrajectoryBases,
+    layers: list[tuple[int, str]],
+    row_k: Int[Tensor, " rows"],
+) -> list[tuple[str | Callable[..., Any], Callable[..., Any]]]:
+    """Hooks projecting row ``r`` of a ``[rows, 1, d_model]`` pilot onto its top-``row_k[r]``."""
+    full = {name: bases.top(i, bases.rank) for i, name in layers}  # sorted by singular value
+    keep = (torch.arange(bases.rank)[None, :] < row_k[:, None]).to(bases.U.dtype)
+
+    def project(act: Tensor, hook: Any) -> Tensor:
+        u = full[hook.name].to(act.device)
+        coeff = (act[:, -1].to(u.dtype) @ u) * keep.to(act.device)
+        return (coeff @ u.T).to(act.dtype)[:, None]
+
+    return [(name, project) for _, name in layers]
+
+
+def _every_layer_kv_batch(
+    model: HookedTransformer,
+    toks: Tensor,
+    bases: TrajectoryBases,
+    layers: list[tuple[int, str]],
+    grid: list[int],
+    out: Tensor,
+    max_rows: int,
+) -> Tensor:
+    """Prefix once into a frozen cache; pilot re-run for several K per pass; fills ``out``."""
+    from transformer_lens.cache.key_value_cache import TransformerLensKeyValueCache
+
+    b = toks.shape[0]
+    cache = TransformerLensKeyValueCache.init_cache(model.cfg, model.cfg.device, b)
+    ones = torch.ones_like(toks)
+    model(toks[:, :-1], attention_mask=ones[:, :-1], past_kv_cache=cache, return_type=None)
+    cache.freeze()  # the pilot's keys/values are never appended
+    last = toks[:, -1:]
+    logits = model(last, attention_mask=ones[:, -1:], past_kv_cache=cache)[:, -1]
+    logp = torch.log_softmax(logits.double(), dim=-1)
+    per_pass = max(1, max_rows // b)
+    for first in range(0, len(grid), per_pass):
+        chunk = grid[first : first + per_pass]
+        m = len(chunk)
+        big = cache if m == 1 else _repeat_cache(cache, m)
+        row_k = torch.tensor(chunk).repeat_interleave(b)
+        with model.hooks(fwd_hooks=_multi_k_hooks(bases, layers, row_k)):
+            logits = model(
+                last.repeat(m, 1), attention_mask=ones[:, -1:].repeat(m, 1), past_kv_cache=big
+            )
+        logp_k = torch.log_softmax(logits[:, -1].double(), dim=-1).view(m, b, -1)
+        out[first : first + m] = kl_divergence(logp_k, logp.expand(m, -1, -1)).cpu()
+    return logp
+
+
 def truncation_kl_every_layer(
     model: HookedTransformer,
     lot: LinesOfThought,
@@ -311,6 +383,7 @@ def truncation_kl_every_layer(
     *,
     batch_size: int = 32,
     method: Literal["kv_cache", "naive"] = "kv_cache",
+    max_rows: int = 256,
     progress: bool = True,
 ) -> TruncationCurve:
     """Reading (b): truncate the pilot's residual after every block during the forward pass.
@@ -328,6 +401,10 @@ def truncation_kl_every_layer(
         batch_size: sequences per forward pass.
         method: ``"kv_cache"`` (prefix once per batch into a frozen key/value cache, then only
             the pilot per K) or ``"naive"`` (full recompute per K).
+        max_rows: with ``"kv_cache"``, several K values share one pilot pass: the cache rows
+            are repeated so that a pass holds up to ``max_rows`` (sequence, K) pairs. This
+            amortises the per-pass fixed cost (TransformerLens copies some weights on every
+            forward, which dominates a one-token pass on the CPU).
         progress: show a progress bar.
 
     >>> from tl_continuous.tiny import tiny_model
@@ -350,6 +427,8 @@ def truncation_kl_every_layer(
         )
     if pos < 2 and method == "kv_cache":
         raise ValueError("sequences of one token have no prefix; use method='naive'")
+    if max_rows < 1:
+        raise ValueError(f"max_rows must be a positive integer (got {max_rows})")
     if method not in ("kv_cache", "naive"):
         raise ValueError(f"method must be 'kv_cache' or 'naive' (got {method!r})")
     layers = _block_layers(model, lot)
@@ -373,23 +452,9 @@ def truncation_kl_every_layer(
                         torch.log_softmax(logits.double(), dim=-1), logp
                     ).cpu()
             else:
-                from transformer_lens.cache.key_value_cache import TransformerLensKeyValueCache
-
-                cache = TransformerLensKeyValueCache.init_cache(model.cfg, device, b)
-                ones = torch.ones_like(toks)
-                model(
-                    toks[:, :-1], attention_mask=ones[:, :-1], past_kv_cache=cache, return_type=None
+                logp = _every_layer_kv_batch(
+                    model, toks, bases, layers, grid, kls[:, start : start + b], max_rows
                 )
-                cache.freeze()
-                last, mask = toks[:, -1:], ones  # the frozen cache keeps the prefix mask
-                logits = model(last, attention_mask=mask[:, -1:], past_kv_cache=cache)[:, -1]
-                logp = torch.log_softmax(logits.double(), dim=-1)
-                for j, k in enumerate(grid):
-                    with model.hooks(fwd_hooks=_projection_hooks(bases, layers, k)):
-                        logits = model(last, attention_mask=mask[:, -1:], past_kv_cache=cache)
-                    kls[j, start : start + b] = kl_divergence(
-                        torch.log_softmax(logits[:, -1].double(), dim=-1), logp
-                    ).cpu()
             logps.append(logp.float().cpu())
     return _summarise(
         kls,

@@ -89,7 +89,7 @@ class Vocabulary:
         """Token ids of a whitespace-separated string (or a list of words).
 
         >>> VOCAB.encode("<bos> apple how-many apple").tolist()
-        [0, 2, 19, 2]
+        [0, 2, 17, 2]
         """
         words = text.split() if isinstance(text, str) else list(text)
         return torch.tensor([self.id(w) for w in words], dtype=torch.long)

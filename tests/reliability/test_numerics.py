@@ -99,7 +99,7 @@ def _small_lot(n: int, seed: int = 0) -> tuple[object, LinesOfThought]:
 
 
 def test_rank_deficient_bases_warn_and_match_numpy() -> None:
-    model, lot = _small_lot(10)
+    _, lot = _small_lot(10)
     assert lot.n_trajectories < lot.d_model
     with pytest.warns(RankDeficientWarning, match=r"10 trajectories < d_model=64"):
         bases = TrajectoryBases.from_ensemble(lot, realign=True)

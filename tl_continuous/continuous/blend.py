@@ -95,7 +95,8 @@ def blend_embeddings(
         ``[n_lambda, pos, d_vocab]`` logits.
 
     Raises:
-        ValueError: the prompts tokenise to different lengths, or ``method`` is unknown.
+        ValueError: the prompts tokenise to different lengths, ``lambdas`` is empty or not
+            finite, or ``method`` is unknown.
     """
     if method not in ("lerp", "slerp"):
         raise ValueError(f"method must be 'lerp' or 'slerp' (got {method!r})")
@@ -109,6 +110,8 @@ def blend_embeddings(
     lam = torch.as_tensor(lambdas, dtype=torch.float64).reshape(-1)
     if lam.numel() == 0:
         raise ValueError("lambdas must not be empty")
+    if not bool(torch.isfinite(lam).all()):
+        raise ValueError(f"lambdas must be finite (got {lam.tolist()})")
 
     def replace(embed: Tensor, hook: HookPoint) -> Tensor:
         with torch.no_grad():

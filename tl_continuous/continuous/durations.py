@@ -36,7 +36,8 @@ class Durations:
 
     Args:
         values: ``[batch, pos]``, or ``[pos]`` (stored as one row that broadcasts over any
-            token batch). Finite and ``>= 0``; integer tensors are converted to float32,
+            token batch). Finite and ``>= 0``, with a positive duration in every row;
+            integer tensors are converted to float32,
             half precision to float32 (the logs of durations need the precision).
         start: the integration start ``t0``.
 
@@ -68,9 +69,21 @@ class Durations:
             raise ValueError("values must be finite (found inf or nan)")
         if bool((values < 0).any()):
             raise ValueError(f"values must be >= 0 (smallest is {values.min().item():g})")
+        if bool((values.sum(dim=-1) <= 0).any()):
+            rows = (values.sum(dim=-1) <= 0).nonzero().flatten().tolist()
+            raise ValueError(
+                f"values must have at least one positive duration per row (rows {rows} are "
+                "all zero: no token would be attended to)"
+            )
         start = float(self.start)
         if not torch.isfinite(torch.tensor(start)):
             raise ValueError(f"start must be finite (got {start})")
+        last = start + values.to(torch.float64).sum(dim=-1)
+        if not bool(torch.isfinite(last.to(values.dtype)).all()):
+            raise ValueError(
+                f"values are too large: the positions start + cumsum(values) overflow "
+                f"{values.dtype} (largest {last.max().item():.3g}); pass float64 values"
+            )
         self.values = values
         self.start = start
 

@@ -172,12 +172,24 @@ class ContinuousSignal(nn.Module):
             values = torch.cat([values, values.new_ones(rows, length - n_pos)], dim=-1)
         d = values.to(device).expand(batch, length).clone()
         d = self.hook_durations(d)
+        _check_hooked(d, (batch, length), "durations returned by continuous.hook_durations")
+        if bool((d < 0).any()):
+            raise ValueError(
+                "durations returned by continuous.hook_durations must be >= 0 "
+                f"(smallest is {d.min().item():g})"
+            )
         valid = None if attention_mask is None else attention_mask.to(device)
         weighted = d.to(torch.float64)
         if valid is not None:
             weighted = weighted * valid.to(torch.float64)
         positions = (self.durations.start + torch.cumsum(weighted, dim=-1)).to(d.dtype)
         positions = self.hook_positions(positions)
+        _check_hooked(positions, (batch, length), "positions returned by continuous.hook_positions")
+        if length > 1 and bool((positions.diff(dim=-1) < 0).any()):
+            raise ValueError(
+                "positions returned by continuous.hook_positions must be non-decreasing along "
+                "the sequence (a token cannot end before the one it follows)"
+            )
         index = table_index(positions, d, valid)
         delta = None
         if self.frequencies:
@@ -215,6 +227,14 @@ class ContinuousSignal(nn.Module):
                 "installed in"
             )
         return self.state
+
+
+def _check_hooked(x: Tensor, shape: tuple[int, int], what: str) -> None:
+    if not isinstance(x, Tensor) or tuple(x.shape) != shape:
+        got = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
+        raise ValueError(f"{what} must have shape {shape} (got {got})")
+    if not bool(torch.isfinite(x).all()):
+        raise ValueError(f"{what} must be finite (found inf or nan)")
 
 
 @dataclass

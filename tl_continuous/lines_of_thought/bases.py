@@ -23,6 +23,7 @@ relies on this.
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -35,7 +36,17 @@ from torch import Tensor
 if TYPE_CHECKING:
     from tl_continuous.lines_of_thought.ensemble import LinesOfThought
 
-__all__ = ["TrajectoryBases", "greedy_match", "realign_bases", "svd_bases"]
+__all__ = [
+    "RankDeficientWarning",
+    "TrajectoryBases",
+    "greedy_match",
+    "realign_bases",
+    "svd_bases",
+]
+
+
+class RankDeficientWarning(UserWarning):
+    """An ensemble has fewer trajectories than ``d_model``: its bases cannot span the space."""
 
 
 def svd_bases(
@@ -61,6 +72,13 @@ def svd_bases(
     rank = full if rank is None else int(rank)
     if not 1 <= rank <= full:
         raise ValueError(f"rank must be in [1, min(n_traj, d_model) = {full}] (got {rank})")
+    if n < d:
+        warnings.warn(
+            f"rank-deficient ensemble: {n} trajectories < d_model={d}, so each layer has at "
+            f"most {n} singular directions (K is limited to {n}); collect more for a full basis",
+            RankDeficientWarning,
+            stacklevel=2,
+        )
     m = trajectories.detach().to("cpu", dtype).permute(1, 2, 0)  # [layer, d_model, n_traj]
     u, s, _ = torch.linalg.svd(m, full_matrices=False)
     return u[..., :rank].contiguous(), s[..., :rank].contiguous()
@@ -233,6 +251,8 @@ class TrajectoryBases:
         """The ``k`` directions of ``layer`` with the largest singular values."""
         if not 1 <= k <= self.rank:
             raise ValueError(f"k must be in [1, rank={self.rank}] (got {k})")
+        if not -self.n_layers <= layer < self.n_layers:
+            raise ValueError(f"layer must be in [0, n_layers={self.n_layers}) (got {layer})")
         idx = self.S[layer].argsort(descending=True)[:k]
         return self.U[layer][:, idx]
 

@@ -201,6 +201,41 @@ def _check_model(model: HookedTransformer, include_final_norm: bool) -> None:
         )
 
 
+def _check_tokens(model: HookedTransformer, tokens: Tensor) -> None:
+    """Token ids the model can run: at least one sequence of 1..n_ctx ids in the vocabulary."""
+    n, pos = tokens.shape
+    if n == 0 or pos == 0:
+        raise ValueError(
+            f"tokens_or_corpus must hold at least one sequence of at least one token "
+            f"(got shape {(n, pos)})"
+        )
+    if pos > model.cfg.n_ctx:
+        raise ValueError(
+            f"tokens_or_corpus has sequences of {pos} tokens but the model's context is "
+            f"n_ctx={model.cfg.n_ctx}"
+        )
+    low, high = int(tokens.min()), int(tokens.max())
+    if low < 0 or high >= model.cfg.d_vocab:
+        raise ValueError(
+            f"tokens_or_corpus must hold token ids in [0, d_vocab={model.cfg.d_vocab}) "
+            f"(got ids in [{low}, {high}])"
+        )
+
+
+def _read_manifest(path: Path) -> dict[str, Any]:
+    try:
+        manifest = json.loads(path.read_text())
+        int(manifest["n_batches"])
+    except (ValueError, KeyError, TypeError) as err:
+        raise CorruptShardError(
+            f"manifest {path} is damaged ({err}); the shard folder cannot be trusted, "
+            "collect into a new folder"
+        ) from err
+    if not isinstance(manifest, dict):
+        raise CorruptShardError(f"manifest {path} is damaged (not a JSON object)")
+    return manifest
+
+
 FINAL_NORM = "ln_final.hook_normalized"
 
 
@@ -237,6 +272,7 @@ def collect_trajectories(
     if attention_mask is not None and attention_mask.shape != tokens.shape:
         raise ValueError("attention_mask must have the shape of the token ids")
     _check_model(model, include_final_norm)
+    _check_tokens(model, tokens)
     names = layer_hook_names(model.cfg.n_layers, hook, layers, include_final_norm)
     starts = range(0, tokens.shape[0], batch_size)
     parts: list[Tensor] = []
@@ -270,7 +306,7 @@ def _shard_path(folder: Path, batch: int) -> Path:
     return folder / f"batch-{batch:05d}.safetensors"
 
 
-def _read_shard(path: Path, batch: int) -> dict[str, Tensor]:
+def _read_shard(path: Path, batch: int, tokens_sha256: str | None = None) -> dict[str, Tensor]:
     from safetensors import safe_open
 
     try:
@@ -286,6 +322,11 @@ def _read_shard(path: Path, batch: int) -> dict[str, Tensor]:
     if _payload_sha256(tensors) != header.get("sha256"):
         raise CorruptShardError(
             f"shard {path} fails its SHA-256 check (damaged); delete it and rerun the collection"
+        )
+    if tokens_sha256 is not None and header.get("tokens_sha256") != tokens_sha256:
+        raise CorruptShardError(
+            f"shard {path} belongs to another collection (its token hash differs from the "
+            "manifest's); delete it and rerun the collection"
         )
     return tensors
 
@@ -373,7 +414,7 @@ def collect_shards(
     folder.mkdir(parents=True, exist_ok=True)
     manifest_path = folder / MANIFEST
     if manifest_path.is_file():
-        old = json.loads(manifest_path.read_text())
+        old = _read_manifest(manifest_path)
         keys = ("n_sequences", "seq_len", "batch_size", "tokens_sha256", "layer_names")
         differ = [k for k in keys if old.get(k) != manifest[k]]
         if old["metadata"].get("model_config") != manifest["metadata"]["model_config"]:
@@ -383,7 +424,8 @@ def collect_shards(
                 f"shard_dir {folder} holds a different collection (differs in {differ}); "
                 "use another folder"
             )
-    else:
+    _check_tokens(model, tokens)  # after the folder check, before a manifest is written
+    if not manifest_path.is_file():
         _write_text_atomically(manifest_path, json.dumps(manifest, indent=1))
 
     mine = [b for b in range(manifest["n_batches"]) if batch_owner(b, n_workers) == worker]
@@ -392,7 +434,7 @@ def collect_shards(
         path = _shard_path(folder, b)
         if path.is_file():
             try:
-                _read_shard(path, b)
+                _read_shard(path, b, manifest["tokens_sha256"])
                 continue
             except CorruptShardError:
                 pass  # recomputed below
@@ -438,7 +480,7 @@ def load_shards(shard_dir: str | os.PathLike[str]) -> LinesOfThought:
     manifest_path = folder / MANIFEST
     if not manifest_path.is_file():
         raise FileNotFoundError(f"{folder} is not a shard folder (no {MANIFEST})")
-    manifest = json.loads(manifest_path.read_text())
+    manifest = _read_manifest(manifest_path)
     n_batches = int(manifest["n_batches"])
     missing = [b for b in range(n_batches) if not _shard_path(folder, b).is_file()]
     if missing:
@@ -447,7 +489,8 @@ def load_shards(shard_dir: str | os.PathLike[str]) -> LinesOfThought:
             "(batch b belongs to worker b % n_workers); rerun those workers",
             missing,
         )
-    shards = [_read_shard(_shard_path(folder, b), b) for b in range(n_batches)]
+    expected = str(manifest["tokens_sha256"])
+    shards = [_read_shard(_shard_path(folder, b), b, expected) for b in range(n_batches)]
     tokens = torch.cat([s["tokens"] for s in shards])
     return LinesOfThought(
         trajectories=torch.cat([s["trajectories"] for s in shards]),

@@ -181,7 +181,7 @@ def pseudo_sentences(
             tokenizer (anything with ``encode(text, add_special_tokens=False)``).
         text: the text itself. Give at most one of ``text`` and ``path``.
         path: a UTF-8 text file.
-        n_tokens: N_k, tokens per pseudo-sentence (50 in the paper).
+        n_tokens: N_k, tokens per pseudo-sentence (50 in the paper; at least 2).
         limit: keep at most this many pseudo-sentences, sampled without replacement.
         seed: seed of that sample.
         prepend_bos: put the tokenizer's BOS id in front of every chunk; ``None`` follows
@@ -190,10 +190,15 @@ def pseudo_sentences(
 
     Raises:
         ValueError: both ``text`` and ``path`` given, a text too short for one chunk, or
-            BOS asked of a tokenizer without one.
+            BOS asked of a tokenizer without one, or ``n_tokens < 2``.
     """
     if text is not None and path is not None:
         raise ValueError("give at most one of text= and path=")
+    if n_tokens < 2:
+        raise ValueError(
+            f"n_tokens must be >= 2: a pseudo-sentence needs context before its pilot "
+            f"(got {n_tokens})"
+        )
     if limit is not None and limit < 1:
         raise ValueError(f"limit must be a positive integer or None (got {limit})")
     tokenizer, model_bos = _tokenizer_of(model_or_tokenizer)

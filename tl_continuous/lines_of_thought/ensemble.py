@@ -366,13 +366,18 @@ class LinesOfThought:
         from safetensors import safe_open
 
         path = Path(path).expanduser()
-        with safe_open(str(path), framework="pt") as f:
-            header = f.metadata() or {}
-            if header.get("format") != FORMAT:
-                raise ValueError(
-                    f"{path} is not a LinesOfThought file (format {header.get('format')!r})"
-                )
-            tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
+        if not path.is_file():
+            raise FileNotFoundError(f"path {path} does not exist")
+        try:
+            with safe_open(str(path), framework="pt") as f:
+                header = f.metadata() or {}
+                tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
+        except Exception as err:
+            raise ValueError(f"path {path} is not a readable safetensors file ({err})") from err
+        if header.get("format") != FORMAT:
+            raise ValueError(
+                f"path {path} is not a LinesOfThought file (format {header.get('format')!r})"
+            )
         return cls(
             trajectories=tensors["trajectories"],
             layer_names=json.loads(header["layer_names"]),

@@ -176,9 +176,30 @@ def _grid(ks: list[int] | None, bases: TrajectoryBases) -> list[int]:
     return grid
 
 
-def _check(lot: LinesOfThought, bases: TrajectoryBases) -> None:
+_ARCHITECTURE = ("model_name", "n_layers", "d_model", "d_vocab", "n_heads", "d_head")
+
+
+def _check(model: HookedTransformer, lot: LinesOfThought, bases: TrajectoryBases) -> None:
     if lot.layer_names != bases.layer_names:
         raise ValueError("bases were not built from this ensemble's layers (layer_names differ)")
+    if bases.d_model != lot.d_model:
+        raise ValueError(
+            f"bases were not built from this ensemble (bases d_model={bases.d_model}, "
+            f"lot d_model={lot.d_model})"
+        )
+    if lot.d_model != model.cfg.d_model:
+        raise ValueError(
+            f"lot was not collected from this model (lot d_model={lot.d_model}, "
+            f"model d_model={model.cfg.d_model})"
+        )
+    recorded = lot.metadata.get("model_config")
+    if isinstance(recorded, dict):
+        current = model.cfg.to_dict()
+        differ = [k for k in _ARCHITECTURE if k in recorded and recorded[k] != current.get(k)]
+        if differ:
+            raise ValueError(
+                f"lot was collected from another model (its recorded config differs in {differ})"
+            )
 
 
 def _block_layers(model: HookedTransformer, lot: LinesOfThought) -> list[tuple[int, str]]:
@@ -243,7 +264,7 @@ def truncation_kl_last_layer(
     >>> float(curve.kl_mean[-1]) < 1e-8
     True
     """
-    _check(lot, bases)
+    _check(model, lot, bases)
     last = lot.layer_index(f"blocks.{model.cfg.n_layers - 1}.hook_resid_post")
     grid = _grid(ks, bases)
     x = lot.trajectories[:, last]
@@ -396,7 +417,7 @@ def truncation_kl_every_layer(
     >>> bool(torch.allclose(fast.kl_mean, slow.kl_mean, atol=1e-5))
     True
     """
-    _check(lot, bases)
+    _check(model, lot, bases)
     if lot.tokens is None:
         raise ValueError("lot has no token ids; the every-layer reading re-runs the sequences")
     pos = lot.tokens.shape[1]

@@ -53,7 +53,7 @@ def report_dir(tmp_path_factory) -> Path:
 @pytest.mark.slow
 def test_report_is_self_contained(report_dir) -> None:
     page = (report_dir / "report.html").read_text(encoding="utf-8")
-    assert page.count("<script type=\"text/javascript\">/**\n* plotly.js") <= 1
+    assert page.count('<script type="text/javascript">/**\n* plotly.js') <= 1
     assert "cdn.plot.ly" not in page and "unpkg.com" not in page
     assert "var CircuitsVis=" in page
     numbers = json.loads((report_dir / "report.json").read_text())

@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from transformer_lens import HookedTransformer
 
-__all__ = ["ReportSettings", "build_report", "render_report"]
+__all__ = ["ReportSettings", "build_report", "k_grid", "render_report"]
 
 
 @dataclass(frozen=True)
@@ -35,7 +35,8 @@ class ReportSettings:
         n_sentences: pseudo-sentences of the lines-of-thought ensemble.
         n_tokens: tokens per pseudo-sentence.
         attention_layer: layer of the attention view (clipped to the model).
-        testbed_prompts: prompts per count in the counting testbed (0 skips it).
+        testbed_prompts: prompts per count in the counting testbed.
+        max_tau: longest layer gap of the residual statistics (``None``: all).
     """
 
     count_steps: int = 100
@@ -44,13 +45,14 @@ class ReportSettings:
     n_tokens: int = 32
     attention_layer: int = 1
     testbed_prompts: int = 16
+    max_tau: int | None = None
 
     @classmethod
     def preset(cls, quick: bool) -> ReportSettings:
         """The full (``quick=False``) or quick preset."""
         if quick:
             return cls(count_steps=10, boolean_steps=11, n_sentences=192, n_tokens=16,
-                       testbed_prompts=4)  # fmt: skip
+                       testbed_prompts=4, max_tau=6)  # fmt: skip
         return cls()
 
 
@@ -62,6 +64,15 @@ class _Section:
     title: str
     body: str
     note: str = ""
+
+
+def k_grid(rank: int) -> list[int]:
+    """Powers of two below ``rank``, then ``rank`` (a coarse K grid for the KL curve).
+
+    >>> k_grid(20)
+    [1, 2, 4, 8, 16, 20]
+    """
+    return [2**i for i in range(rank.bit_length()) if 2**i < rank] + [rank]
 
 
 def _plotly(fig: Any, first: bool) -> str:
@@ -179,9 +190,7 @@ def build_report(
 
     def booleans() -> None:
         lambdas = torch.linspace(0.0, 1.0, s.boolean_steps)
-        result = boolean_sweeps or boolean_interpolation(
-            model, "AND", "OR", lambdas, progress=sub
-        )
+        result = boolean_sweeps or boolean_interpolation(model, "AND", "OR", lambdas, progress=sub)
         numbers["boolean"] = result.interpolation_summary()
         sections.append(
             _Section(
@@ -203,9 +212,7 @@ def build_report(
                 "Labels show each token with its duration (token·duration).",
             )
         )
-        sections.append(
-            _Section("Durations of the prompt", durations_view(text, d).local_src, "")
-        )
+        sections.append(_Section("Durations of the prompt", durations_view(text, d).local_src, ""))
 
     def testbed_curve() -> None:
         from tl_continuous.testbed.experiment import CountingContinuityResult
@@ -233,7 +240,7 @@ def build_report(
         corpus = pseudo_sentences(model, n_tokens=s.n_tokens, limit=s.n_sentences, seed=0)
         lot = LinesOfThought.collect(model, corpus, progress=sub)
         bases = TrajectoryBases.from_ensemble(lot, realign=True)
-        curve = truncation_kl_last_layer(model, lot, bases, progress=sub)
+        curve = truncation_kl_last_layer(model, lot, bases, k_grid(bases.rank), progress=sub)
         state.update(lot=lot, bases=bases)
         numbers["lines_of_thought"] = {
             "n_trajectories": lot.n_trajectories,
@@ -268,7 +275,7 @@ def build_report(
         lot, bases = state["lot"], state["bases"]
         times = times_from_layer_names(list(lot.layer_names), model.cfg.n_layers)
         stats = ResidualStatistics.from_tensors(
-            lot.trajectories, bases.U, bases.S, times=times, progress=sub
+            lot.trajectories, bases.U, bases.S, times=times, max_tau=s.max_tau, progress=sub
         )
         n = stats.n_layers
         fit = VarianceLawFit.from_statistics(stats, layers=(n // 6, n - n // 6))

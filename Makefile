@@ -7,7 +7,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 OUT    ?= out
 
-.PHONY: env demo demo-quick test lint typecheck pytest bench clean
+.PHONY: env demo demo-quick test lint typecheck pytest bench clean chromium
 
 env: $(STAMP)
 
@@ -28,7 +28,14 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(PY) -m mypy
 
-pytest: $(STAMP)
+# Headless Chromium renders the report in tests/test_report.py (Debian's package; needs root).
+chromium:
+	@test -x /usr/bin/chromium || command -v chromium >/dev/null || \
+	  { [ "$$(id -u)" = 0 ] && apt-get update -qq && \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } || \
+	  echo "chromium could not be installed: the report rendering test will be skipped"
+
+pytest: $(STAMP) chromium
 	$(PY) -m pytest
 
 test: lint typecheck pytest

@@ -38,6 +38,7 @@ if TYPE_CHECKING:
     from tl_continuous.lines_of_thought.ensemble import LinesOfThought
     from tl_continuous.lines_of_thought.langevin import LangevinModel
     from tl_continuous.models import MODELS, load_hf_folder, load_model
+    from tl_continuous.patching import patch_across_durations, patch_all_across_durations
     from tl_continuous.testbed.experiment import CountingContinuityResult
     from tl_continuous.tiny import tiny_model
 
@@ -47,6 +48,8 @@ _EXPORTS: dict[str, str] = {
     "Sweep": "tl_continuous.experiments.results",
     "SweepSet": "tl_continuous.experiments.results",
     "count_curve": "tl_continuous.experiments.counting",
+    "patch_across_durations": "tl_continuous.patching",
+    "patch_all_across_durations": "tl_continuous.patching",
     "count_dataset": "tl_continuous.experiments.counting",
     "event_curve": "tl_continuous.experiments.events",
     "event_dataset": "tl_continuous.experiments.events",
@@ -102,6 +105,8 @@ __all__ = [
     "interpolation_dataset",
     "load_hf_folder",
     "load_model",
+    "patch_across_durations",
+    "patch_all_across_durations",
     "remove_continuous",
     "scaling_sweep",
     "sum_curve",

@@ -41,7 +41,12 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--out", type=Path, default=Path("out"), help="output folder")
     demo.add_argument("--prompt", default="The capital of France is", help="prompt to run")
     demo.add_argument(
-        "--quick", action="store_true", help="small grids (10 durations, 11 blend weights)"
+        "--quick",
+        action="store_true",
+        help="small grids (10 durations, 11 blend weights, 192 pseudo-sentences)",
+    )
+    demo.add_argument(
+        "--no-report", action="store_true", help="skip out/report.html (JSON and figures only)"
     )
 
     count = sub.add_parser("count", help="counting curve: a word repeated n times, shrunk to c")
@@ -226,6 +231,23 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     booleans = boolean_interpolation(model, "AND", "OR", lambdas, progress=not args.quick)
     _print_summary(booleans.interpolation_summary())
     _write(booleans, boolean_figure(booleans), args.out, "boolean_AND_OR")
+
+    if args.no_report:
+        return 0
+    from tl_continuous.report import build_report
+
+    print("\nReport: attention under durations, counting testbed, lines of thought")
+    report_start = time.perf_counter()
+    path = build_report(
+        model,
+        args.out,
+        quick=args.quick,
+        counting_sweep=sweep,
+        boolean_sweeps=booleans,
+        progress=True,
+    )
+    print(f"  wrote {path} and report.json in {time.perf_counter() - report_start:.0f} s")
+    print(f"Total {time.perf_counter() - start:.0f} s")
     return 0
 
 

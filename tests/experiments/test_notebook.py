@@ -19,3 +19,16 @@ def test_continuous_tokens_notebook_runs():
     nbclient.NotebookClient(nb, timeout=900, resources={"metadata": {"path": str(ROOT)}}).execute()
     outputs = [o for cell in nb.cells if cell.cell_type == "code" for o in cell.get("outputs", [])]
     assert not [o for o in outputs if o.get("output_type") == "error"]
+
+
+@pytest.mark.model
+@pytest.mark.slow
+def test_lines_of_thought_notebook_runs():
+    nbformat = pytest.importorskip("nbformat")
+    nbclient = pytest.importorskip("nbclient")
+    nb = nbformat.read(ROOT / "demos" / "lines_of_thought.ipynb", as_version=4)
+    nbclient.NotebookClient(
+        nb, timeout=900, startup_timeout=300, resources={"metadata": {"path": str(ROOT)}}
+    ).execute()
+    outputs = [o for cell in nb.cells if cell.cell_type == "code" for o in cell.get("outputs", [])]
+    assert not [o for o in outputs if o.get("output_type") == "error"]

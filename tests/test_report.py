@@ -1,0 +1,83 @@
+"""The main job's report: written by ``tl-continuous demo --quick`` and rendered by headless
+Chromium with no network (every plotly graph drawn, the circuitsvis roots populated)."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tl_continuous.cli import main
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+def render_dom(page: Path, tmp: Path) -> str:
+    """The DOM of ``page`` after its scripts ran, from headless Chromium with no network."""
+    assert CHROMIUM is not None
+    cmd = [
+        CHROMIUM,
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        # no network: every host resolves nowhere, so a CDN script could not load
+        "--host-resolver-rules=MAP * ~NOTFOUND",
+        "--proxy-server=127.0.0.1:9",
+        f"--user-data-dir={tmp / 'chromium-profile'}",
+        "--virtual-time-budget=10000",
+        "--dump-dom",
+        page.resolve().as_uri(),
+    ]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return done.stdout
+
+
+@pytest.fixture(scope="module")
+def report_dir(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("demo")
+    assert main(["demo", "--quick", "--out", str(out)]) == 0
+    return out
+
+
+@pytest.mark.model
+@pytest.mark.slow
+def test_report_is_self_contained(report_dir) -> None:
+    page = (report_dir / "report.html").read_text(encoding="utf-8")
+    assert page.count('<script type="text/javascript">/**\n* plotly.js') <= 1
+    assert "cdn.plot.ly" not in page and "unpkg.com" not in page
+    assert "var CircuitsVis=" in page
+    numbers = json.loads((report_dir / "report.json").read_text())
+    assert {"counting", "boolean", "lines_of_thought", "variance_law", "testbed"} <= set(numbers)
+    assert numbers["lines_of_thought"]["n_trajectories"] == 192
+
+
+@pytest.mark.model
+@pytest.mark.slow
+@pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (make test installs it)")
+def test_every_plot_renders_offline(report_dir, tmp_path) -> None:
+    page = report_dir / "report.html"
+    source = page.read_text(encoding="utf-8")
+    n_plots = source.count('class="plotly-graph-div"')
+    n_vis = len(re.findall(r'<div id="circuits-vis-[^"]+"', source))
+    assert n_plots >= 7 and n_vis == 2
+    dom = render_dom(page, tmp_path)
+    graphs = re.findall(r'<div id="([^"]+)" class="plotly-graph-div js-plotly-plot"', dom)
+    assert len(graphs) == n_plots, "a plotly graph was not drawn"
+    for gid in graphs:
+        start = dom.index(f'id="{gid}"')
+        chunk = dom[start : start + 20000]
+        assert "<svg" in chunk and "main-svg" in chunk, f"graph {gid} has no svg"
+    roots = re.findall(r'<div id="(circuits-vis-[^"]+)"[^>]*>(.*?)</div>', dom, re.S)
+    assert len(roots) == n_vis
+    for rid, inner in roots:
+        assert inner.strip(), f"circuitsvis root {rid} is empty"

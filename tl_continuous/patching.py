@@ -97,7 +97,8 @@ def _patch_fn(kind: str) -> Callable[..., Tensor]:
 
     if kind not in PATCH_KINDS:
         raise ValueError(f"kind must be one of {sorted(PATCH_KINDS)} (got {kind!r})")
-    return getattr(tl_patching, PATCH_KINDS[kind])  # type: ignore[no-any-return]
+    fn: Callable[..., Tensor] = getattr(tl_patching, PATCH_KINDS[kind])
+    return fn
 
 
 def _clean_cache(
@@ -105,7 +106,7 @@ def _clean_cache(
 ) -> tuple[Tensor, ActivationCache]:
     with torch.no_grad(), run_under(model, durations):
         logits, cache = model.run_with_cache(tokens)
-    return logits, cache
+    return torch.as_tensor(logits), cache
 
 
 def patch_across_durations(

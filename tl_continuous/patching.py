@@ -30,7 +30,7 @@ import contextlib
 import io
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Literal, cast
+from typing import Literal
 
 import torch
 from jaxtyping import Float, Int
@@ -106,7 +106,7 @@ def _clean_cache(
 ) -> tuple[Tensor, ActivationCache]:
     with torch.no_grad(), run_under(model, durations):
         logits, cache = model.run_with_cache(tokens)
-    return cast(Tensor, logits), cache
+    return torch.as_tensor(logits), cache
 
 
 def patch_across_durations(

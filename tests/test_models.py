@@ -150,10 +150,15 @@ def test_cli_help_runs_without_loading_a_model():
     assert "demo" in out.stdout
 
 
+DEMO = [sys.executable, "-m", "tl_continuous", "demo", "--quick", "--no-report"]
+
+
 @pytest.mark.model
 def test_cli_demo_runs_a_real_forward_pass(tmp_path):
     out = subprocess.run(
-        [sys.executable, "-m", "tl_continuous", "demo", "--out", str(tmp_path)],
+        # --quick --no-report: this checks the entry point and the forward pass; the full
+        # report is covered by tests/test_report.py.
+        [*DEMO, "--out", str(tmp_path)],
         capture_output=True,
         text=True,
         check=True,

@@ -55,7 +55,7 @@ def test_report_is_self_contained(report_dir) -> None:
     page = (report_dir / "report.html").read_text(encoding="utf-8")
     assert page.count('<script type="text/javascript">/**\n* plotly.js') <= 1
     assert not re.search(r"<script[^>]*\bsrc=", page)  # nothing loaded from elsewhere
-    assert "var CircuitsVis=" in page
+    assert page.count("var CircuitsVis=") == 1  # the circuitsvis bundle inlined once
     numbers = json.loads((report_dir / "report.json").read_text())
     assert {"counting", "boolean", "lines_of_thought", "variance_law", "testbed"} <= set(numbers)
     assert numbers["lines_of_thought"]["n_trajectories"] == 192
@@ -81,3 +81,33 @@ def test_every_plot_renders_offline(report_dir, tmp_path) -> None:
     assert len(roots) == n_vis
     for rid, inner in roots:
         assert inner.strip(), f"circuitsvis root {rid} is empty"
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (make test installs it)")
+def test_views_sharing_one_bundle_render_side_by_side(tmp_path) -> None:
+    import torch
+
+    from tl_continuous.continuous.durations import Durations
+    from tl_continuous.tiny import tiny_model
+    from tl_continuous.views.attention import duration_attention_view, durations_view
+    from tl_continuous.views.html import inline_views
+
+    text = ["The", "apple", "apple", "is", "red"]
+    d = Durations(torch.tensor([1.0, 0.5, 0.5, 1.0, 2.0]))
+    model = tiny_model("rotary")
+    views = [
+        duration_attention_view(
+            model, torch.tensor([[1, 2, 3, 4, 5]]), d, layer=0, str_tokens=text
+        ),
+        durations_view(text, d),
+    ]
+    page = tmp_path / "views.html"
+    page.write_text(
+        "<!DOCTYPE html><html><head><meta charset='utf-8'></head><body>"
+        + "".join(inline_views(views))
+        + "</body></html>",
+        encoding="utf-8",
+    )
+    dom = render_dom(page, tmp_path)
+    roots = re.findall(r'<div id="circuits-vis-[^"]+"[^>]*>(.*?)</div></div>', dom, re.S)
+    assert len(roots) == 2 and all(inner.strip() for inner in roots)

@@ -147,6 +147,7 @@ def build_report(
     from tl_continuous.lines_of_thought.truncation import truncation_kl_last_layer
     from tl_continuous.views.attention import duration_attention_view, durations_view
     from tl_continuous.views.experiments import boolean_figure, sweep_figure
+    from tl_continuous.views.html import inline_views
     from tl_continuous.views.lines_of_thought import kl_figure, spectra_figure, trajectory_figure
     from tl_continuous.views.lines_of_thought_dynamics import variance_law_figure
 
@@ -205,14 +206,16 @@ def build_report(
         layer = min(s.attention_layer, model.cfg.n_layers - 1)
         text = [str(t) for t in model.to_str_tokens(ATTENTION_PROMPT)]
         attn = duration_attention_view(model, ATTENTION_PROMPT, d, layer=layer)
+        # the circuitsvis bundle (~1.3 MB) is inlined once, in the first view's section
+        attn_html, durations_html = inline_views([attn, durations_view(text, d)])
         sections.append(
             _Section(
                 f"Attention of layer {layer} with the apples at duration 0.5",
-                attn.local_src,
+                attn_html,
                 "Labels show each token with its duration (token·duration).",
             )
         )
-        sections.append(_Section("Durations of the prompt", durations_view(text, d).local_src, ""))
+        sections.append(_Section("Durations of the prompt", durations_html, ""))
 
     def testbed_curve() -> None:
         from tl_continuous.testbed.experiment import CountingContinuityResult

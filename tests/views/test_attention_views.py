@@ -92,3 +92,26 @@ def test_durations_view_and_save(tmp_path) -> None:
     assert "var CircuitsVis=" in html
     with pytest.raises(TypeError, match="local_src"):
         save_html("<div/>", tmp_path / "x.html")
+
+
+def test_inline_views_carries_the_bundle_once(tiny_rotary) -> None:
+    from tl_continuous.views.html import inline_views, split_view
+
+    d = Durations(torch.tensor([1.0, 0.5, 0.5, 1.0, 2.0]))
+    views = [
+        duration_attention_view(
+            tiny_rotary, torch.tensor([[1, 2, 3, 4, 5]]), d, layer=0, str_tokens=TOKENS
+        ),
+        durations_view(TOKENS, d),
+    ]
+    parts = inline_views(views)
+    page = "\n".join(parts)
+    assert page.count("var CircuitsVis=") == 1 and "var CircuitsVis=" in parts[0]
+    for view, part in zip(views, parts, strict=True):
+        assert _props(part) == _props(view.local_src)  # each view keeps its own render call
+        assert split_view(view.local_src)[1] in part
+    assert len(page) < len(views[0].local_src) + len(views[1].local_src) - 1_000_000
+    with pytest.raises(TypeError, match=r"views\[1\]"):
+        inline_views([views[0], "<div/>"])
+    with pytest.raises(ValueError, match="local_src"):
+        split_view("<div>not a circuitsvis view</div>")

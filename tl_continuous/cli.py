@@ -48,6 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument(
         "--no-report", action="store_true", help="skip out/report.html (JSON and figures only)"
     )
+    _add_png_arg(demo)
 
     count = sub.add_parser("count", help="counting curve: a word repeated n times, shrunk to c")
     _add_model_args(count)
@@ -86,15 +87,27 @@ def _add_sweep_args(parser: argparse.ArgumentParser, steps: int | None) -> None:
     parser.add_argument("--batch-size", type=int, default=25, help="rows per forward pass")
     parser.add_argument("--out", type=Path, default=Path("out"), help="output folder")
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    _add_png_arg(parser)
 
 
-def _write(result: Any, fig: Any, out: Path, stem: str) -> None:
+def _add_png_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--png",
+        action="store_true",
+        help="also write each figure as a PNG (needs kaleido and Chrome/Chromium)",
+    )
+
+
+def _write(result: Any, fig: Any, out: Path, stem: str, png: bool = False) -> None:
     from tl_continuous.views.experiments import save_figure
+    from tl_continuous.views.export import save_png
 
     out.mkdir(parents=True, exist_ok=True)
     result.save(out / f"{stem}.json")
     save_figure(fig, out / f"{stem}.html")
-    print(f"  wrote {out / stem}.json and .html")
+    if png:
+        save_png(fig, out / f"{stem}.png")
+    print(f"  wrote {out / stem}.json, .html" + (" and .png" if png else ""))
 
 
 def _print_summary(summary: dict[str, Any]) -> None:
@@ -120,7 +133,7 @@ def _cmd_count(args: argparse.Namespace) -> int:
     print(f"{args.steps}-point counting sweep: {sweep.meta['seconds']:.1f} s")
     for rule in sweep.rules:
         _print_summary(sweep.summary(rule))
-    _write(sweep, sweep_figure(sweep), args.out, f"count_{args.word}_{args.n}")
+    _write(sweep, sweep_figure(sweep), args.out, f"count_{args.word}_{args.n}", args.png)
     return 0
 
 
@@ -173,7 +186,7 @@ def _cmd_experiment(args: argparse.Namespace) -> int:
             )
         fig = views.sweep_figure(result)
         _print_summary(result.summary())
-    _write(result, fig, args.out, name)
+    _write(result, fig, args.out, name, args.png)
     return 0
 
 
@@ -224,13 +237,13 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     sweep = count_curve(model, "apple", 4, default_grid(steps), progress=not args.quick)
     print(f"  {sweep.meta['seconds']:.1f} s; readout: tokens whose text is the digit")
     _print_summary(sweep.summary("exact"))
-    _write(sweep, sweep_figure(sweep), args.out, "count_apple_4")
+    _write(sweep, sweep_figure(sweep), args.out, "count_apple_4", args.png)
 
     print(f"\nBoolean interpolation AND -> OR ({11 if args.quick else 100} values of λ)")
     lambdas = torch.linspace(0.0, 1.0, 11 if args.quick else 100)
     booleans = boolean_interpolation(model, "AND", "OR", lambdas, progress=not args.quick)
     _print_summary(booleans.interpolation_summary())
-    _write(booleans, boolean_figure(booleans), args.out, "boolean_AND_OR")
+    _write(booleans, boolean_figure(booleans), args.out, "boolean_AND_OR", args.png)
 
     if args.no_report:
         return 0
@@ -253,7 +266,15 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``tl-continuous`` and ``python -m tl_continuous``."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.png:  # fail before the computation, not after it
+        from tl_continuous.views.export import PngExportUnavailable, check_png_export
+
+        try:
+            check_png_export()
+        except PngExportUnavailable as err:
+            parser.error(f"--png: {err}")
     if args.threads:
         import torch
 

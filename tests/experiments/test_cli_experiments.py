@@ -8,6 +8,8 @@ import pytest
 
 from tl_continuous.cli import build_parser, main
 from tl_continuous.experiments.results import Sweep, SweepSet
+from tl_continuous.views import export
+from tl_continuous.views.export import png_export_available
 
 
 def test_parser_accepts_the_documented_commands():
@@ -36,6 +38,7 @@ def test_count_writes_json_and_html(tmp_path, capsys):
                 "--out",
                 str(tmp_path),
                 "--no-progress",
+                *(["--png"] if png_export_available() else []),
             ]
         )
         == 0
@@ -43,6 +46,8 @@ def test_count_writes_json_and_html(tmp_path, capsys):
     sweep = Sweep.load(tmp_path / "count_dog_3.json")
     assert sweep.expected == 3 and sweep.grid.numel() == 3
     assert (tmp_path / "count_dog_3.html").stat().st_size > 10_000
+    if png_export_available():
+        assert (tmp_path / "count_dog_3.png").read_bytes()[:4] == b"\x89PNG"
     assert "3-point counting sweep" in capsys.readouterr().out
 
 
@@ -64,3 +69,18 @@ def test_demo_quick(tmp_path):
     assert main(["demo", "--quick", "--no-report", "--out", str(tmp_path)]) == 0
     assert Sweep.load(tmp_path / "count_apple_4.json").grid.numel() == 10
     assert len(SweepSet.load(tmp_path / "boolean_AND_OR.json")) == 4
+
+
+def test_png_without_a_renderer_fails_before_loading_the_model(tmp_path, monkeypatch, capsys):
+    import tl_continuous.models
+
+    def no_load(*args, **kwargs):
+        raise AssertionError("the model was loaded before --png was checked")
+
+    monkeypatch.setattr(tl_continuous.models, "load_model", no_load)
+    monkeypatch.setattr(export, "_missing", lambda: "kaleido is not installed")
+    with pytest.raises(SystemExit) as exit_info:
+        main(["count", "--png", "--out", str(tmp_path)])
+    assert exit_info.value.code == 2
+    assert "--png: cannot export a PNG: kaleido is not installed" in capsys.readouterr().err
+    assert not list(tmp_path.iterdir())

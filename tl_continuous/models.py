@@ -210,6 +210,7 @@ def load_hf_folder(
     center_writing_weights: bool = True,
     center_unembed: bool = True,
     fold_value_biases: bool = True,
+    linear_layout: bool = True,
 ) -> HookedTransformer:
     """Load a local Hugging Face folder as a ``HookedTransformer``, offline.
 
@@ -225,6 +226,9 @@ def load_hf_folder(
         fold_ln, center_writing_weights, center_unembed, fold_value_biases: the weight
             processing of ``HookedTransformer.from_pretrained``; none changes the model's
             output distribution.
+        linear_layout: store the weights TransformerLens copies on every forward in the
+            layout it copies them to (:func:`~tl_continuous.weight_layout.use_linear_layout`:
+            same outputs bit for bit, ~2.8x faster forwards on short prompts).
     """
     folder = Path(folder).expanduser()
     if not (folder / "config.json").is_file():
@@ -260,6 +264,10 @@ def load_hf_folder(
     model = HookedTransformer(cfg, tokenizer, move_to_device=False)
     model.load_state_dict(state_dict, strict=True)
     model.move_model_modules_to_device()
+    if linear_layout:
+        from tl_continuous.weight_layout import use_linear_layout
+
+        use_linear_layout(model)
     model.cfg.model_name = model_name or folder.name
     return model
 
@@ -345,7 +353,7 @@ def load_model(
         cache_dir: where converted models live (see :func:`cache_root`).
         device: where to put the model.
         dtype: parameter dtype (``torch.bfloat16`` works; analysis maths upcasts itself).
-        **processing: ``n_devices`` and the weight-processing flags of
+        **processing: ``n_devices``, ``linear_layout`` and the weight-processing flags of
             :func:`load_hf_folder`.
 
     Raises:

@@ -24,12 +24,14 @@ def test_public_name() -> None:
 @pytest.mark.parametrize("hook", ["resid_pre", "resid_mid", "resid_post"])
 def test_collect_matches_a_full_cache(hook) -> None:
     model = tiny_model("rotary", n_layers=3)
-    tokens = torch.randint(0, 50, (7, 9))
+    tokens = torch.randint(0, 50, (7, 9), generator=torch.Generator().manual_seed(0))
     lot = LinesOfThought.collect(model, tokens, batch_size=3, hook=hook, progress=False)
     names = [f"blocks.{i}.hook_{hook}" for i in range(3)]
     assert lot.layer_names == names
     ref = _full_cache_pilots(model, tokens, names, torch.full((7,), 8))
-    torch.testing.assert_close(lot.trajectories, ref, rtol=0, atol=1e-6)
+    # batches of 3 against one batch of 7: fp32 matmuls may round differently (seen: 1.1e-6);
+    # reading a wrong position or layer would be off by O(1)
+    torch.testing.assert_close(lot.trajectories, ref, rtol=1e-5, atol=1e-5)
     assert torch.equal(lot.tokens, tokens)
     assert lot.metadata["model_config"]["d_model"] == 64
 

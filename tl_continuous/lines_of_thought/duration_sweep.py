@@ -96,38 +96,35 @@ def _check_values(values: Sequence[float | int] | Tensor) -> Tensor:
     return out
 
 
-def _check_shrink(
+def _shrink_mask(
     shrink: Sequence[tuple[int, int]] | None, n_pos: int, values: Tensor
-) -> list[tuple[int, int]]:
-    """Spans as non-negative ``(first, last)`` pairs (inclusive), validated against ``n_pos``."""
+) -> tuple[list[tuple[int, int]], Tensor]:
+    """The spans as non-negative ``(first, last)`` pairs and the ``[n_pos]`` mask they cover.
+
+    Spans are read by :meth:`Durations.from_spans`, whose errors are re-raised naming
+    ``shrink``.
+    """
+    from tl_continuous.continuous.durations import Durations
+
     if shrink is None:
         if n_pos < 2:
             raise ValueError(
                 "shrink: sequences of one token have nothing to shrink but the pilot; give "
                 "longer sequences or explicit spans"
             )
-        return [(0, n_pos - 2)]
-    spans: list[tuple[int, int]] = []
-    for span in shrink:
-        if len(span) != 2:
-            raise ValueError(f"shrink must hold (first, last) pairs (got {span!r})")
-        first, last = (int(i) + n_pos if int(i) < 0 else int(i) for i in span)
-        if not 0 <= first <= last < n_pos:
-            raise ValueError(
-                f"shrink spans must satisfy 0 <= first <= last < pos={n_pos} (both ends "
-                f"inclusive, negative from the end; got {span!r})"
-            )
-        spans.append((first, last))
-    if not spans:
+        shrink = [(0, n_pos - 2)]
+    if len(shrink) == 0:
         raise ValueError("shrink must name at least one span (None: every token but the pilot)")
-    covered = torch.zeros(n_pos, dtype=torch.bool)
-    for first, last in spans:
-        covered[first : last + 1] = True
-    if bool(covered.all()) and bool((values == 0).any()):
+    try:
+        mask = Durations.from_spans(n_pos, shrink, value=0.5).values[0] == 0.5
+    except ValueError as err:
+        raise ValueError(f"shrink: {err}; both ends inclusive, negative from the end") from err
+    if bool(mask.all()) and bool((values == 0).any()):
         raise ValueError(
             "values: c = 0 with every token in a shrink span leaves nothing to attend to"
         )
-    return spans
+    spans = [(a + n_pos if a < 0 else a, b + n_pos if b < 0 else b) for a, b in shrink]
+    return spans, mask
 
 
 def _hooks_of(bases: TrajectoryBases, model: HookedTransformer) -> tuple[HookKind, list[int], bool]:
@@ -382,7 +379,7 @@ class DurationSweepLines:
         tokens, corpus_meta = _as_tokens(tokens_or_corpus)
         _check_tokens(model, tokens)
         vals = _check_values(values)
-        spans = _check_shrink(shrink, int(tokens.shape[1]), vals)
+        spans, in_span = _shrink_mask(shrink, int(tokens.shape[1]), vals)
         if batch_size < 1:
             raise ValueError(f"batch_size must be a positive integer (got {batch_size})")
         if bases is not None:
@@ -419,9 +416,6 @@ class DurationSweepLines:
         plain_coords, plain_mean, plain_norm2, plain_variance = _readouts(plain.trajectories, basis)
 
         dtype = torch.float64 if model.cfg.dtype == torch.float64 else torch.float32
-        in_span = torch.zeros(tokens.shape[1], dtype=torch.bool)
-        for first, last in spans:
-            in_span[first : last + 1] = True
         per_value: list[tuple[Tensor, Tensor, Tensor, Tensor]] = []
         for c in _progress(vals.tolist(), progress, len(vals), "durations"):
             row = torch.where(in_span, torch.tensor(c, dtype=dtype), torch.tensor(1.0, dtype=dtype))

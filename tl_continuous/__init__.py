@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from tl_continuous.experiments.transforms import scaling_sweep, translation_sweep
     from tl_continuous.lines_of_thought.compare import EnsembleComparison
     from tl_continuous.lines_of_thought.controls import LayerDiagnostics
+    from tl_continuous.lines_of_thought.duration_sweep import DurationSweepLines
     from tl_continuous.lines_of_thought.dynamics import ResidualStatistics, VarianceLawFit
     from tl_continuous.lines_of_thought.ensemble import LinesOfThought
     from tl_continuous.lines_of_thought.langevin import LangevinModel
@@ -68,6 +69,7 @@ _EXPORTS: dict[str, str] = {
     "install_continuous": "tl_continuous.continuous.signal",
     "remove_continuous": "tl_continuous.continuous.signal",
     "EnsembleComparison": "tl_continuous.lines_of_thought.compare",
+    "DurationSweepLines": "tl_continuous.lines_of_thought.duration_sweep",
     "LangevinModel": "tl_continuous.lines_of_thought.langevin",
     "LayerDiagnostics": "tl_continuous.lines_of_thought.controls",
     "LinesOfThought": "tl_continuous.lines_of_thought.ensemble",
@@ -82,6 +84,7 @@ _EXPORTS: dict[str, str] = {
 __all__ = [
     "MODELS",
     "CountingContinuityResult",
+    "DurationSweepLines",
     "Durations",
     "EnsembleComparison",
     "LangevinModel",

@@ -11,9 +11,12 @@ Modules, in the order data flows:
 * :mod:`~tl_continuous.lines_of_thought.langevin`: the Langevin model, simulation, moments.
 * :mod:`~tl_continuous.lines_of_thought.compare`: classifier accuracy and Wasserstein distances.
 * :mod:`~tl_continuous.lines_of_thought.controls`: controls and per-layer diagnostics.
+* :mod:`~tl_continuous.lines_of_thought.duration_sweep`: :class:`DurationSweepLines`, the
+  ensemble collected under a sweep of durations, read on the plain ensemble's bases.
 * :mod:`~tl_continuous.lines_of_thought.synthetic`: a known linear-Gaussian model (tests, demos).
 
-This package never imports :mod:`tl_continuous.continuous`. Submodules are imported lazily.
+This package never imports :mod:`tl_continuous.continuous` at import time (only
+:meth:`DurationSweepLines.collect` does, when called). Submodules are imported lazily.
 """
 
 from __future__ import annotations
@@ -48,6 +51,7 @@ if TYPE_CHECKING:
         gibberish,
         pseudo_sentences,
     )
+    from tl_continuous.lines_of_thought.duration_sweep import DurationSweepLines
     from tl_continuous.lines_of_thought.dynamics import (
         ResidualStatistics,
         VarianceLawFit,
@@ -87,6 +91,7 @@ _EXPORTS: dict[str, str] = {
     "layer_separability": "controls",
     "reinitialised_model": "controls",
     "untrained_model": "controls",
+    "DurationSweepLines": "duration_sweep",
     "ResidualStatistics": "dynamics",
     "VarianceLawFit": "dynamics",
     "extrapolate": "dynamics",
@@ -102,6 +107,7 @@ _EXPORTS: dict[str, str] = {
 
 __all__ = [
     "CorruptShardError",
+    "DurationSweepLines",
     "DynamicsSummary",
     "EnsembleComparison",
     "IncompleteShardsError",

@@ -326,13 +326,9 @@ class TrajectoryBases:
     def load(cls, path: str | os.PathLike[str]) -> TrajectoryBases:
         import json
 
-        from safetensors import safe_open
+        from tl_continuous.lines_of_thought.collect import read_safetensors
 
-        with safe_open(str(Path(path).expanduser()), framework="pt") as f:
-            h = f.metadata() or {}
-            if h.get("format") != "tl_continuous.lines_of_thought.bases/1":
-                raise ValueError(f"{path} is not a TrajectoryBases file")
-            t = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
+        h, t = read_safetensors(path, "tl_continuous.lines_of_thought.bases/1", "TrajectoryBases")
         return cls(
             U=t["U"],
             S=t["S"],

@@ -54,6 +54,7 @@ __all__ = [
     "load_shards",
     "model_metadata",
     "pilot_hooks",
+    "read_safetensors",
     "write_safetensors_atomically",
 ]
 
@@ -123,6 +124,32 @@ def write_safetensors_atomically(
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def read_safetensors(
+    path: str | os.PathLike[str], fmt: str, what: str
+) -> tuple[dict[str, str], dict[str, Tensor]]:
+    """Header and tensors of a safetensors file whose header says ``format == fmt``.
+
+    Raises:
+        FileNotFoundError: no file at ``path``.
+        ValueError: the file is unreadable, or holds another format (``what`` names the
+            expected kind of file in the message).
+    """
+    from safetensors import safe_open
+
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise FileNotFoundError(f"path {path} does not exist")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            header = f.metadata() or {}
+            tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
+    except Exception as err:
+        raise ValueError(f"path {path} is not a readable safetensors file ({err})") from err
+    if header.get("format") != fmt:
+        raise ValueError(f"path {path} is not a {what} file (format {header.get('format')!r})")
+    return header, tensors
 
 
 def _write_text_atomically(path: Path, text: str) -> None:

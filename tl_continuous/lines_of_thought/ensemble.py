@@ -363,21 +363,9 @@ class LinesOfThought:
         >>> back.trajectories.shape
         torch.Size([2, 1, 3])
         """
-        from safetensors import safe_open
+        from tl_continuous.lines_of_thought.collect import read_safetensors
 
-        path = Path(path).expanduser()
-        if not path.is_file():
-            raise FileNotFoundError(f"path {path} does not exist")
-        try:
-            with safe_open(str(path), framework="pt") as f:
-                header = f.metadata() or {}
-                tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
-        except Exception as err:
-            raise ValueError(f"path {path} is not a readable safetensors file ({err})") from err
-        if header.get("format") != FORMAT:
-            raise ValueError(
-                f"path {path} is not a LinesOfThought file (format {header.get('format')!r})"
-            )
+        header, tensors = read_safetensors(path, FORMAT, "LinesOfThought")
         return cls(
             trajectories=tensors["trajectories"],
             layer_names=json.loads(header["layer_names"]),

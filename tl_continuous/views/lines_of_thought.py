@@ -1,4 +1,5 @@
-"""Figures of lines-of-thought ensembles: singular spectra, KL against K, trajectories.
+"""Figures of lines-of-thought ensembles: singular spectra, KL against K, trajectories, and
+the mean pilot path under a sweep of durations.
 
 Each function returns a ``plotly.graph_objects.Figure``; plotly is imported when called. The
 dynamics figures (variance law, controls, point clouds) are in
@@ -25,9 +26,10 @@ from torch import Tensor
 
 if TYPE_CHECKING:
     from tl_continuous.lines_of_thought.bases import TrajectoryBases
+    from tl_continuous.lines_of_thought.duration_sweep import DurationSweepLines
     from tl_continuous.lines_of_thought.truncation import TruncationCurve
 
-__all__ = ["kl_figure", "spectra_figure", "trajectory_figure"]
+__all__ = ["duration_sweep_figure", "kl_figure", "spectra_figure", "trajectory_figure"]
 
 
 def spectra_figure(bases: TrajectoryBases, *, max_rank: int | None = None) -> Any:
@@ -160,5 +162,144 @@ def trajectory_figure(
         xaxis_title=f"u{dims[0] + 1}",
         yaxis_title=f"u{dims[1] + 1}",
         template="plotly_white",
+    )
+    return fig
+
+
+def duration_sweep_figure(
+    sweep: DurationSweepLines,
+    *,
+    dims: tuple[int, int] = (0, 1),
+    colorscale: str = "Viridis",
+    distance: bool = True,
+) -> Any:
+    """The mean pilot path across layers for every ``c``, on the plain ensemble's bases.
+
+    Left: the mean pilot of each layer projected on that layer's plain directions
+    ``(u_{dims[0]+1}, u_{dims[1]+1})``, one path per ``c`` coloured by ``c`` (colour bar),
+    the plain mean path in black, dashed. Right (``distance=True``): the distance of the mean
+    pilot from the plain mean, in plain spreads, against the layer, one line per ``c``.
+
+    >>> import torch
+    >>> from tl_continuous.lines_of_thought.duration_sweep import DurationSweepLines
+    >>> v, n, L, k, d = 3, 5, 4, 2, 6
+    >>> sweep = DurationSweepLines(
+    ...     values=torch.tensor([1.0, 0.5, 0.1], dtype=torch.float64),
+    ...     coords=torch.randn(v, n, L, k, dtype=torch.float64),
+    ...     means=torch.randn(v, L, d, dtype=torch.float64),
+    ...     norm2=torch.ones(v, L, dtype=torch.float64),
+    ...     variance=torch.ones(v, L, dtype=torch.float64),
+    ...     plain_coords=torch.randn(n, L, k, dtype=torch.float64),
+    ...     plain_mean=torch.zeros(L, d, dtype=torch.float64),
+    ...     plain_norm2=torch.ones(L, dtype=torch.float64),
+    ...     plain_variance=torch.ones(L, dtype=torch.float64),
+    ...     basis=torch.zeros(L, d, k, dtype=torch.float64),
+    ...     layer_names=[f"blocks.{i}.hook_resid_post" for i in range(L)],
+    ...     shrink=[(0, 3)],
+    ... )
+    >>> fig = duration_sweep_figure(sweep)
+    >>> len(fig.data)  # 3 paths + plain + colour bar + 3 distance lines
+    8
+    """
+    import plotly.graph_objects as go
+    from plotly.colors import sample_colorscale
+    from plotly.subplots import make_subplots
+
+    if len(dims) != 2 or not all(0 <= i < sweep.k for i in dims):
+        raise ValueError(f"dims must be two coordinates in [0, k={sweep.k}) (got {dims})")
+    values = sweep.values.tolist()
+    low, high = min(values), max(values)
+    scale = [(c - low) / (high - low) if high > low else 0.5 for c in values]
+    colours = sample_colorscale(colorscale, scale)
+    paths = sweep.mean_coords()[..., list(dims)]  # [n_values, n_layers, 2]
+    plain = sweep.plain_mean_coords()[..., list(dims)]
+    layers = list(range(1, sweep.n_layers + 1))
+    fig = (
+        make_subplots(
+            rows=1,
+            cols=2,
+            column_widths=[0.55, 0.45],
+            subplot_titles=("mean pilot path on the plain bases", "distance from the plain mean"),
+        )
+        if distance
+        else go.Figure()
+    )
+    where = {"row": 1, "col": 1} if distance else {}
+    for c, colour, path in zip(values, colours, paths, strict=True):
+        fig.add_trace(
+            go.Scatter(
+                x=path[:, 0].tolist(),
+                y=path[:, 1].tolist(),
+                mode="lines+markers",
+                line={"color": colour, "width": 2},
+                marker={"size": 4, "color": colour},
+                name=f"c = {c:g}",
+                text=[f"t={t}" for t in layers],
+                hovertemplate=f"c={c:g}<br>%{{text}}<extra></extra>",
+                legendgroup=f"c={c:g}",
+            ),
+            **where,
+        )
+    fig.add_trace(
+        go.Scatter(
+            x=plain[:, 0].tolist(),
+            y=plain[:, 1].tolist(),
+            mode="lines+markers",
+            line={"color": "black", "width": 2, "dash": "dash"},
+            marker={"size": 4, "color": "black"},
+            name="plain",
+            text=[f"t={t}" for t in layers],
+            hovertemplate="plain<br>%{text}<extra></extra>",
+        ),
+        **where,
+    )
+    fig.add_trace(  # carries the colour bar: the values of c as invisible markers
+        go.Scatter(
+            x=[None] * len(values),
+            y=[None] * len(values),
+            mode="markers",
+            marker={
+                "color": values,
+                "colorscale": colorscale,
+                "cmin": low,
+                "cmax": high,
+                "showscale": True,
+                "colorbar": {"title": "c", "x": 1.02},
+            },
+            showlegend=False,
+            hoverinfo="skip",
+        ),
+        **where,
+    )
+    a, b = dims
+    axes = {"xaxis_title": f"u{a + 1}(t)", "yaxis_title": f"u{b + 1}(t)"}
+    if distance:
+        dist = sweep.distance()
+        for c, colour, row in zip(values, colours, dist, strict=True):
+            fig.add_trace(
+                go.Scatter(
+                    x=layers,
+                    y=row.tolist(),
+                    mode="lines+markers",
+                    line={"color": colour},
+                    marker={"size": 4},
+                    name=f"c = {c:g}",
+                    legendgroup=f"c={c:g}",
+                    showlegend=False,
+                ),
+                row=1,
+                col=2,
+            )
+        fig.update_xaxes(title_text=axes["xaxis_title"], row=1, col=1)
+        fig.update_yaxes(title_text=axes["yaxis_title"], row=1, col=1)
+        fig.update_xaxes(title_text="layer t", row=1, col=2)
+        fig.update_yaxes(title_text="|mean_c - mean_plain| / plain spread", row=1, col=2)
+    else:
+        fig.update_layout(**axes)
+    fig.update_layout(
+        title=f"Pilot paths as the shrunk tokens' duration c shrinks ({sweep.n_trajectories} "
+        f"sequences, tokens {sweep.shrink})",
+        template="plotly_white",
+        legend={"x": 1.12},
     )
     return fig

@@ -11,13 +11,7 @@ from tl_continuous.lines_of_thought.corpus import gibberish
 from tl_continuous.lines_of_thought.dynamics_report import build_results, render_markdown
 from tl_continuous.tiny import tiny_model
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_report_on_a_tiny_model(tmp_path):

@@ -15,13 +15,7 @@ from tl_continuous.lines_of_thought.compare import (
     sliced_wasserstein,
 )
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _gauss(n: int, d: int, seed: int) -> torch.Tensor:

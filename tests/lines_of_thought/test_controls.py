@@ -18,13 +18,7 @@ from tl_continuous.lines_of_thought.dynamics import ResidualStatistics, Variance
 from tl_continuous.lines_of_thought.synthetic import linear_gaussian_ensemble
 from tl_continuous.tiny import tiny_model
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _snapshot(model):

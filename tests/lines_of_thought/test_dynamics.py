@@ -19,14 +19,7 @@ from tl_continuous.lines_of_thought.dynamics import (
 )
 from tl_continuous.lines_of_thought.synthetic import linear_gaussian_ensemble
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Small float64 tensors: one thread avoids oversubscription on a shared machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def svd_realigned(traj: torch.Tensor, rank: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -11,32 +11,24 @@ from tl_continuous.lines_of_thought.corpus import gibberish
 from tl_continuous.lines_of_thought.dynamics_report import build_results, render_markdown
 from tl_continuous.tiny import tiny_model
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_report_on_a_tiny_model(tmp_path):
     model = tiny_model("rotary", n_layers=6)
     before = {k: v.clone() for k, v in model.state_dict().items()}
     corpus = gibberish(model, 48, n_tokens=8, seed=1)
-    results = build_results(
-        model,
-        corpus,
+    # the same shard location and sizes for both runs, so that the rerun can find the shards
+    same = dict(
         model_name="tiny",
         shard_root=tmp_path,
         stem="tiny",
         n_control=24,
-        taus=(1, 3),
         k=4,
-        dt=0.25,
         batch_size=16,
         progress=False,
     )
+    results = build_results(model, corpus, taus=(1, 3), dt=0.25, **same)
     assert [e["summary"]["name"] for e in results["ensembles"]] == [
         "tiny (language)",
         "gibberish",
@@ -52,18 +44,5 @@ def test_report_on_a_tiny_model(tmp_path):
     assert "Fokker-Planck moments" in text
     assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())
     # a rerun reads the shards instead of collecting again
-    again = build_results(
-        model,
-        corpus,
-        model_name="tiny",
-        shard_root=tmp_path,
-        stem="tiny",
-        n_control=24,
-        taus=(1,),
-        k=4,
-        dt=0.5,
-        batch_size=16,
-        progress=False,
-        skip_controls=True,
-    )
+    again = build_results(model, corpus, taus=(1,), dt=0.5, skip_controls=True, **same)
     assert again["ensembles"][0]["summary"] == results["ensembles"][0]["summary"]

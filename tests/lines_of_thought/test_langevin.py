@@ -12,14 +12,7 @@ import torch
 from tl_continuous.lines_of_thought.langevin import LangevinModel, orthogonal_path
 from tl_continuous.lines_of_thought.synthetic import linear_gaussian_ensemble
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Small float64 tensors: one thread avoids oversubscription on a shared machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _random_rotation(d: int, scale: float, seed: int) -> np.ndarray:

@@ -14,11 +14,10 @@ from jaxtyping import Float
 from torch import Tensor
 from transformer_lens import HookedTransformer
 
-from tl_continuous.experiments.batched import progress_iter
-from tl_continuous.experiments.prompts import COUNTING_TEMPLATE, counting_prompt, load_dataset
+from tl_continuous.experiments.prompts import COUNTING_TEMPLATE, counting_prompt
 from tl_continuous.experiments.readouts import ReadoutRule
 from tl_continuous.experiments.results import Sweep, SweepSet
-from tl_continuous.experiments.span_sweep import default_grid, shrink_text_span
+from tl_continuous.experiments.span_sweep import default_grid, shrink_text_span, sweep_dataset
 
 __all__ = ["count_curve", "count_dataset"]
 
@@ -87,11 +86,10 @@ def count_dataset(
         progress: one progress bar over the items.
         **kwargs: passed to :func:`count_curve`.
     """
-    items = list(load_dataset("counting") if items is None else items)[:limit]
-    if not items:
-        raise ValueError("items must hold at least one item")
-    sweeps = [
-        count_curve(model, it["word"], int(it["n"]), cs, progress=False, **kwargs)
-        for it in progress_iter(items, progress, "counting")
-    ]
-    return SweepSet("counting", sweeps, meta={"grid_steps": sweeps[0].grid.numel()})
+    return sweep_dataset(
+        "counting",
+        items,
+        lambda it: count_curve(model, it["word"], int(it["n"]), cs, progress=False, **kwargs),
+        limit=limit,
+        progress=progress,
+    )

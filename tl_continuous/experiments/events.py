@@ -13,11 +13,10 @@ from jaxtyping import Float
 from torch import Tensor
 from transformer_lens import HookedTransformer
 
-from tl_continuous.experiments.batched import progress_iter
-from tl_continuous.experiments.prompts import EVENTS_TEMPLATE, events_prompt, load_dataset
+from tl_continuous.experiments.prompts import EVENTS_TEMPLATE, events_prompt
 from tl_continuous.experiments.readouts import ReadoutRule
 from tl_continuous.experiments.results import Sweep, SweepSet
-from tl_continuous.experiments.span_sweep import default_grid, shrink_text_span
+from tl_continuous.experiments.span_sweep import default_grid, shrink_text_span, sweep_dataset
 
 __all__ = ["event_curve", "event_dataset"]
 
@@ -70,11 +69,10 @@ def event_dataset(
     **kwargs: Any,
 ) -> SweepSet:
     """:func:`event_curve` over ``{"task", "steps"}`` items (default: the bundled dataset)."""
-    items = list(load_dataset("events") if items is None else items)[:limit]
-    if not items:
-        raise ValueError("items must hold at least one item")
-    sweeps = [
-        event_curve(model, it["task"], it["steps"], cs, progress=False, **kwargs)
-        for it in progress_iter(items, progress, "events")
-    ]
-    return SweepSet("events", sweeps, meta={"grid_steps": sweeps[0].grid.numel()})
+    return sweep_dataset(
+        "events",
+        items,
+        lambda it: event_curve(model, it["task"], it["steps"], cs, progress=False, **kwargs),
+        limit=limit,
+        progress=progress,
+    )

@@ -12,7 +12,7 @@ torch.Size([2, 10])
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -20,12 +20,12 @@ from jaxtyping import Float, Int
 from torch import Tensor
 from transformer_lens import HookedTransformer
 
-from tl_continuous.experiments.batched import duration_sweep_probs
-from tl_continuous.experiments.prompts import apply_chat, token_span
+from tl_continuous.experiments.batched import duration_sweep_probs, progress_iter
+from tl_continuous.experiments.prompts import apply_chat, load_dataset, token_span
 from tl_continuous.experiments.readouts import Readout, ReadoutRule
-from tl_continuous.experiments.results import Sweep
+from tl_continuous.experiments.results import Sweep, SweepSet
 
-__all__ = ["default_grid", "shrink_text_span", "shrink_tokens"]
+__all__ = ["default_grid", "shrink_text_span", "shrink_tokens", "sweep_dataset"]
 
 
 def default_grid(steps: int = 100) -> Float[Tensor, " steps"]:
@@ -117,3 +117,43 @@ def shrink_text_span(
     return shrink_tokens(
         model, model.to_tokens(prompt), span, cs, prompt=prompt, meta=meta, **kwargs
     )
+
+
+def sweep_dataset(
+    experiment: str,
+    items: Sequence[dict[str, Any]] | None,
+    curve: Callable[[dict[str, Any]], Sweep],
+    *,
+    limit: int | None = None,
+    progress: bool = True,
+) -> SweepSet:
+    """``curve`` on each item of a dataset, collected in a :class:`SweepSet`.
+
+    The loop behind :func:`~.counting.count_dataset`, :func:`~.events.event_dataset` and
+    :func:`~.sums.sum_dataset`.
+
+    Args:
+        experiment: the name of the result, of the progress bar and of the bundled dataset.
+        items: the dataset's items (default: the bundled ``experiment`` dataset).
+        curve: one item to its sweep (run without a progress bar of its own).
+        limit: use only the first ``limit`` items.
+        progress: one progress bar over the items.
+
+    Returns:
+        The sweeps in item order, with ``meta = {"grid_steps": ...}`` from the first sweep.
+
+    >>> from tl_continuous.tiny import tiny_model
+    >>> model = tiny_model("rotary")
+    >>> texts = [str(i % 10) for i in range(50)]
+    >>> items = [{"last": 2}, {"last": 3}]
+    >>> result = sweep_dataset("shrink", items, lambda it: shrink_tokens(
+    ...     model, torch.tensor([[1, 2, 3, 4, 5]]), (1, it["last"]), torch.tensor([0.5, 1.0]),
+    ...     vocab=texts, progress=False), progress=False)
+    >>> [s.span for s in result.sweeps], result.meta
+    ([(1, 2), (1, 3)], {'grid_steps': 2})
+    """
+    items = list(load_dataset(experiment) if items is None else items)[:limit]
+    if not items:
+        raise ValueError("items must hold at least one item")
+    sweeps = [curve(it) for it in progress_iter(items, progress, experiment)]
+    return SweepSet(experiment, sweeps, meta={"grid_steps": sweeps[0].grid.numel()})

@@ -15,11 +15,10 @@ from jaxtyping import Float
 from torch import Tensor
 from transformer_lens import HookedTransformer
 
-from tl_continuous.experiments.batched import progress_iter
-from tl_continuous.experiments.prompts import SUMS_TEMPLATE, load_dataset, sums_prompt
+from tl_continuous.experiments.prompts import SUMS_TEMPLATE, sums_prompt
 from tl_continuous.experiments.readouts import ReadoutRule
 from tl_continuous.experiments.results import Sweep, SweepSet
-from tl_continuous.experiments.span_sweep import default_grid, shrink_text_span
+from tl_continuous.experiments.span_sweep import default_grid, shrink_text_span, sweep_dataset
 
 __all__ = ["sum_curve", "sum_dataset"]
 
@@ -76,11 +75,10 @@ def sum_dataset(
     **kwargs: Any,
 ) -> SweepSet:
     """:func:`sum_curve` over ``{"text", "question", "a", "b"}`` items (default: bundled)."""
-    items = list(load_dataset("sums") if items is None else items)[:limit]
-    if not items:
-        raise ValueError("items must hold at least one item")
-    sweeps = [
-        sum_curve(
+    return sweep_dataset(
+        "sums",
+        items,
+        lambda it: sum_curve(
             model,
             it["text"],
             it["question"],
@@ -89,7 +87,7 @@ def sum_dataset(
             cs,
             progress=False,
             **kwargs,
-        )
-        for it in progress_iter(items, progress, "sums")
-    ]
-    return SweepSet("sums", sweeps, meta={"grid_steps": sweeps[0].grid.numel()})
+        ),
+        limit=limit,
+        progress=progress,
+    )

@@ -4,8 +4,8 @@
 
 SmolLM2, N_k = 50 default-corpus pseudo-sentences, the report's K grid by default. The bases
 come from the report's 2000-trajectory shard folder when it exists (``--shards``), otherwise
-from the ``--n`` benchmark trajectories (K clipped to their rank); the point is speed and
-agreement, not the curve. Both methods produce the full
+from ``--bases-n`` (600) other pseudo-sentences; the point is speed and agreement, not the
+curve. Both methods produce the full
 curve; the maximum difference of the mean KL is printed with the speed-up (target >= 10x).
 JSON goes to ``benchmarks/results/lot_truncation.json``.
 """
@@ -25,6 +25,12 @@ def main() -> None:
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--ks", type=int, nargs="*", default=None)
     p.add_argument("--shards", default=None, help="shard folder whose ensemble gives the bases")
+    p.add_argument(
+        "--bases-n",
+        type=int,
+        default=600,
+        help="without shards: pseudo-sentences collected for the bases (>= d_model for full rank)",
+    )
     p.add_argument("--threads", type=int, default=1)
     args = p.parse_args()
     torch.set_num_threads(args.threads)
@@ -46,7 +52,9 @@ def main() -> None:
         source = LinesOfThought.from_shards(shards)
         bases_from = str(shards)
     except (FileNotFoundError, ValueError):
-        source, bases_from = lot, "benchmark trajectories"
+        more = pseudo_sentences(model, n_tokens=50, limit=args.bases_n, seed=1)
+        source = LinesOfThought.collect(model, more, batch_size=32, progress=False)
+        bases_from = f"{args.bases_n} pseudo-sentences (seed 1)"
     bases = TrajectoryBases.from_ensemble(source)
     ks = [k for k in (args.ks or DEFAULT_KS) if k <= bases.rank]
     curves = {}

@@ -59,6 +59,14 @@ def test_report_is_self_contained(report_dir) -> None:
     numbers = json.loads((report_dir / "report.json").read_text())
     assert {"counting", "boolean", "lines_of_thought", "variance_law", "testbed"} <= set(numbers)
     assert numbers["lines_of_thought"]["n_trajectories"] == 192
+    sweep = numbers["duration_sweep"]
+    assert sweep["values"] == [1.0, 0.5, 0.1]
+    assert sweep["last_layer_distance"][0] < 1e-6 < sweep["last_layer_distance"][2]  # c = 1: plain
+    titles = re.findall(r"<h2>(.*?)</h2>", page)
+    assert (
+        titles[0].startswith("Counting under") and titles[-1] == "Lines of thought as tokens shrink"
+    )
+    assert len(titles) == 10
 
 
 @pytest.mark.model
@@ -69,7 +77,7 @@ def test_every_plot_renders_offline(report_dir, tmp_path) -> None:
     source = page.read_text(encoding="utf-8")
     n_plots = source.count('class="plotly-graph-div"')
     n_vis = len(re.findall(r'<div id="circuits-vis-[^"]+"', source))
-    assert n_plots >= 7 and n_vis == 2
+    assert n_plots >= 8 and n_vis == 2
     dom = render_dom(page, tmp_path)
     graphs = re.findall(r'<div id="([^"]+)" class="plotly-graph-div js-plotly-plot"', dom)
     assert len(graphs) == n_plots, "a plotly graph was not drawn"

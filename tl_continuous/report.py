@@ -4,8 +4,9 @@
 once, circuitsvis views with their bundled script, so it renders offline) and ``report.json``
 (the headline numbers). Sections: the counting curve, the Boolean interpolation, attention
 under durations and the durations themselves, the counting testbed's curve (optional),
-lines-of-thought spectra, KL against K, the variance law with its fit, and a trajectory
-projection. ``quick=True`` uses small grids and a few hundred short pseudo-sentences.
+lines-of-thought spectra, KL against K, the variance law with its fit, a trajectory
+projection, and the pilots' paths as tokens shrink (lines of thought under durations).
+``quick=True`` uses small grids and a few hundred short pseudo-sentences.
 """
 
 from __future__ import annotations
@@ -37,6 +38,8 @@ class ReportSettings:
         attention_layer: layer of the attention view (clipped to the model).
         testbed_prompts: prompts per count in the counting testbed.
         max_tau: longest layer gap of the residual statistics (``None``: all).
+        sweep_values: durations ``c`` of the lines-of-thought duration sweep (every token
+            but the pilot at ``c``, read on the plain ensemble's bases).
     """
 
     count_steps: int = 100
@@ -46,13 +49,14 @@ class ReportSettings:
     attention_layer: int = 1
     testbed_prompts: int = 16
     max_tau: int | None = None
+    sweep_values: tuple[float, ...] = (1.0, 0.75, 0.5, 0.25, 0.1)
 
     @classmethod
     def preset(cls, quick: bool) -> ReportSettings:
         """The full (``quick=False``) or quick preset."""
         if quick:
             return cls(count_steps=10, boolean_steps=11, n_sentences=192, n_tokens=16,
-                       testbed_prompts=4, max_tau=6)  # fmt: skip
+                       testbed_prompts=4, max_tau=6, sweep_values=(1.0, 0.5, 0.1))  # fmt: skip
         return cls()
 
 
@@ -138,6 +142,7 @@ def build_report(
     from tl_continuous.experiments.span_sweep import default_grid
     from tl_continuous.lines_of_thought.bases import TrajectoryBases
     from tl_continuous.lines_of_thought.corpus import pseudo_sentences
+    from tl_continuous.lines_of_thought.duration_sweep import DurationSweepLines
     from tl_continuous.lines_of_thought.dynamics import (
         ResidualStatistics,
         VarianceLawFit,
@@ -148,7 +153,12 @@ def build_report(
     from tl_continuous.views.attention import duration_attention_view, durations_view
     from tl_continuous.views.experiments import boolean_figure, sweep_figure
     from tl_continuous.views.html import inline_views
-    from tl_continuous.views.lines_of_thought import kl_figure, spectra_figure, trajectory_figure
+    from tl_continuous.views.lines_of_thought import (
+        duration_sweep_figure,
+        kl_figure,
+        spectra_figure,
+        trajectory_figure,
+    )
     from tl_continuous.views.lines_of_thought_dynamics import variance_law_figure
 
     if model.tokenizer is None:
@@ -174,7 +184,7 @@ def build_report(
         bar.update(1)
         bar.set_postfix_str(name)
 
-    bar = _step(progress, 5 + int(testbed))
+    bar = _step(progress, 6 + int(testbed))
 
     def counting() -> None:
         sweep = counting_sweep or count_curve(
@@ -244,7 +254,7 @@ def build_report(
         lot = LinesOfThought.collect(model, corpus, progress=sub)
         bases = TrajectoryBases.from_ensemble(lot, realign=True)
         curve = truncation_kl_last_layer(model, lot, bases, k_grid(bases.rank), progress=sub)
-        state.update(lot=lot, bases=bases)
+        state.update(lot=lot, bases=bases, corpus=corpus)
         numbers["lines_of_thought"] = {
             "n_trajectories": lot.n_trajectories,
             "n_tokens": s.n_tokens,
@@ -291,6 +301,26 @@ def build_report(
             )
         )
 
+    def shrinking() -> None:
+        lot, bases = state["lot"], state["bases"]
+        sweep = DurationSweepLines.collect(
+            model, state["corpus"], bases, list(s.sweep_values), plain=lot, progress=sub
+        )
+        distance = sweep.distance()
+        numbers["duration_sweep"] = {
+            "values": sweep.values.tolist(),
+            "last_layer_distance": distance[:, -1].tolist(),
+        }
+        sections.append(
+            _Section(
+                "Lines of thought as tokens shrink",
+                fig_html(duration_sweep_figure(sweep)),
+                "The same pseudo-sentences with every token but the pilot at duration c, on the "
+                "plain ensemble's bases: the mean pilot path per c (left) and its distance from "
+                "the plain mean in units of the plain spread (right).",
+            )
+        )
+
     timed("counting", counting)
     timed("boolean", booleans)
     timed("attention", attention)
@@ -298,6 +328,7 @@ def build_report(
         timed("testbed", testbed_curve)
     timed("lines_of_thought", lines)
     timed("variance_law", variance)
+    timed("duration_sweep", shrinking)
     bar.close()
     numbers["seconds"] = seconds
 
@@ -307,10 +338,11 @@ def build_report(
         "Boolean",
         "Attention",
         "Durations",
-        "Lines of thought",
+        "Lines of thought: singular",
         "KL",
         "Variance",
         "A trajectory",
+        "Lines of thought as tokens shrink",
     ]
     sections.sort(key=lambda sec: next(i for i, p in enumerate(order) if sec.title.startswith(p)))
     title = f"tl-continuous report: {model.cfg.model_name}" + (" (quick)" if quick else "")

@@ -33,8 +33,10 @@ if TYPE_CHECKING:
         load_shards,
     )
     from tl_continuous.lines_of_thought.compare import (
+        ClassifierTest,
         EnsembleComparison,
         classifier_accuracy,
+        classifier_test,
         gaussian_wasserstein,
         sliced_wasserstein,
     )
@@ -82,8 +84,10 @@ _EXPORTS: dict[str, str] = {
     "gibberish": "corpus",
     "pseudo_sentences": "corpus",
     "LinesOfThought": "ensemble",
+    "ClassifierTest": "compare",
     "EnsembleComparison": "compare",
     "classifier_accuracy": "compare",
+    "classifier_test": "compare",
     "gaussian_wasserstein": "compare",
     "sliced_wasserstein": "compare",
     "DynamicsSummary": "controls",
@@ -106,6 +110,7 @@ _EXPORTS: dict[str, str] = {
 }
 
 __all__ = [
+    "ClassifierTest",
     "CorruptShardError",
     "DurationSweepLines",
     "DynamicsSummary",
@@ -121,6 +126,7 @@ __all__ = [
     "TruncationCurve",
     "VarianceLawFit",
     "classifier_accuracy",
+    "classifier_test",
     "collect_shards",
     "default_corpus_text",
     "extrapolate",

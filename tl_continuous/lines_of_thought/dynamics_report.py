@@ -19,6 +19,7 @@ import json
 import math
 import sys
 import time
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +27,7 @@ import torch
 
 from tl_continuous.lines_of_thought.bases import TrajectoryBases
 from tl_continuous.lines_of_thought.collect import collect_shards
-from tl_continuous.lines_of_thought.compare import EnsembleComparison
+from tl_continuous.lines_of_thought.compare import EnsembleComparison, classifier_test
 from tl_continuous.lines_of_thought.controls import (
     DynamicsSummary,
     LayerDiagnostics,
@@ -43,7 +44,14 @@ from tl_continuous.lines_of_thought.dynamics import (
 from tl_continuous.lines_of_thought.ensemble import LinesOfThought
 from tl_continuous.lines_of_thought.langevin import LangevinModel
 
-__all__ = ["analyse", "build_parser", "build_results", "main", "render_markdown"]
+__all__ = [
+    "analyse",
+    "build_parser",
+    "build_results",
+    "extrapolation_classifier_check",
+    "main",
+    "render_markdown",
+]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -69,6 +77,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--k", type=int, default=10, help="top singular directions for distances")
     p.add_argument("--dt", type=float, default=0.1)
     p.add_argument("--skip-controls", action="store_true")
+    p.add_argument(
+        "--permutations",
+        type=int,
+        default=19,
+        help="label permutations of the classifier null in the comparisons (0: none)",
+    )
+    p.add_argument(
+        "--classifier-check",
+        default=None,
+        metavar="JSON",
+        help="only collect the main ensemble, run extrapolation_classifier_check on it, print "
+        "its table and write its rows to this JSON file (the report is not written)",
+    )
     p.add_argument("--shard-dir", default=None, help="root of the shard folders")
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
     p.add_argument("--out", default="docs/results_dynamics.md")
@@ -110,6 +131,7 @@ def _compare_predictions(
     k: int,
     dt: float,
     progress: bool,
+    n_permutations: int = 0,
 ) -> list[dict[str, Any]]:
     from tl_continuous.lines_of_thought.dynamics import extrapolate
 
@@ -133,12 +155,81 @@ def _compare_predictions(
             sd = math.sqrt(float(fit.predict(float(times[t + tau]))))
             noisy = det + sd * torch.randn(det.shape, generator=gen, dtype=torch.float64)
             for kind, pred in (("extrapolation", det), ("extrapolation + noise", noisy)):
-                cmp = EnsembleComparison.from_tensors(pred, true, basis=basis)
+                cmp = EnsembleComparison.from_tensors(
+                    pred, true, basis=basis, n_permutations=n_permutations
+                )
                 rows.append({"t": t, "tau": tau, "kind": kind, **cmp.to_dict()})
-            cmp = EnsembleComparison.from_tensors(sim[:, tau], true, basis=basis)
+            cmp = EnsembleComparison.from_tensors(
+                sim[:, tau], true, basis=basis, n_permutations=n_permutations
+            )
             kind = "Langevin simulation" if noisy_law else "Langevin drift only (lambda <= 0)"
             rows.append({"t": t, "tau": tau, "kind": kind, **cmp.to_dict()})
     return rows
+
+
+def extrapolation_classifier_check(
+    lot: LinesOfThought,
+    sources: list[int],
+    taus: list[int],
+    *,
+    n_permutations: int = 19,
+    seed: int = 0,
+) -> list[dict[str, Any]]:
+    """Classifier test of the noise-free extrapolation against the true pilots, with the
+    bases fitted on the compared pilots or on other pilots.
+
+    The pilots are split in two random halves A and B. Rows ``"in-sample (all)"``: bases of
+    the whole ensemble, all pilots compared (the setting of the predicted-vs-true table);
+    ``"in-sample (B)"``: bases of B, B compared; ``"held-out bases (A -> B)"``: bases of A, B
+    compared. In-sample bases match the two ensembles' full-sample means by construction,
+    which drives the held-out accuracy below 0.5 (see :func:`~tl_continuous.lines_of_thought.
+    compare.classifier_accuracy`); bases from A cannot do that for B.
+    """
+    from tl_continuous.lines_of_thought.dynamics import extrapolate
+
+    x = lot.trajectories.to(torch.float64)
+    n = lot.n_trajectories
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    part_a, part_b = perm[: n // 2], perm[n // 2 : 2 * (n // 2)]
+    bases_all = TrajectoryBases.from_ensemble(lot)
+    bases_a = TrajectoryBases.from_ensemble(lot.subset(part_a))
+    bases_b = TrajectoryBases.from_ensemble(lot.subset(part_b))
+    settings = (
+        ("in-sample (all)", bases_all, torch.arange(n)),
+        ("in-sample (B)", bases_b, part_b),
+        ("held-out bases (A -> B)", bases_a, part_b),
+    )
+    rows = []
+    for t in sources:
+        for tau in taus:
+            if t + tau >= lot.n_layers:
+                continue
+            for name, bases, rows_used in settings:
+                pred = extrapolate(
+                    x[rows_used, t], bases.U[t], bases.S[t], bases.U[t + tau], bases.S[t + tau]
+                )
+                test = classifier_test(
+                    pred, x[rows_used, t + tau], seed=seed, n_permutations=n_permutations
+                )
+                rows.append(
+                    {"t": t, "tau": tau, "bases": name, "n": len(rows_used), **asdict(test)}
+                )
+    return rows
+
+
+def render_classifier_check(rows: list[dict[str, Any]], times: list[float]) -> str:
+    """Markdown table of :func:`extrapolation_classifier_check` rows."""
+    lines = [
+        "| t | tau | bases | n | accuracy | null (SD) | p (separation) | p (below null) |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {times[r['t']]:g} | {r['tau']} | {r['bases']} | {r['n']} | {r['accuracy']:.3f} | "
+            f"{r['null_accuracy']:.3f} ({r['null_sd']:.3f}) | {r['p_value']:.2g} | "
+            f"{r['p_below']:.2g} |"
+        )
+    return "\n".join(lines)
 
 
 def _moment_check(
@@ -248,18 +339,28 @@ def render_markdown(r: dict[str, Any], command: str) -> str:
         "## Predicted vs true ensembles",
         "",
         f"Classifier: held-out accuracy (5-fold) of an L2 logistic regression on all D "
-        f"coordinates, 0.5 = indistinguishable. Distances in the top {r['k']} singular "
+        f"coordinates, 0.5 = indistinguishable for independent samples; null = its mean over "
+        "within-pair label swaps on the same folds, p = permutation p-value of a separation "
+        "(an accuracy far below the null means the ensembles are not independent samples, "
+        "e.g. an extrapolation through bases fitted on these pilots, and must not be read). "
+        f"Distances in the top {r['k']} singular "
         "directions of the target layer; floor = the same distance between two random halves "
         "of the true ensemble; scale = root of its total variance there. `extrapolation + "
         "noise` adds isotropic Gaussian noise of the fitted variance; the Langevin simulation "
         f"is Euler-Maruyama with dt = {r['dt']} from the true pilots at layer t.",
         "",
-        "| t | tau | predictor | accuracy | Gaussian W2 (floor) | sliced W2 (floor) | scale |",
+        "| t | tau | predictor | accuracy (null, p) | Gaussian W2 (floor) | sliced W2 (floor) "
+        "| scale |",
         "|---|---|---|---|---|---|---|",
     ]
     for c in r["comparisons"]:
+        null = (
+            f" ({c['null_accuracy']:.3f}, {c['p_value']:.2g})"
+            if c.get("null_accuracy") is not None
+            else ""
+        )
         lines.append(
-            f"| {times[c['t']]:g} | {c['tau']} | {c['kind']} | {c['accuracy']:.3f} | "
+            f"| {times[c['t']]:g} | {c['tau']} | {c['kind']} | {c['accuracy']:.3f}{null} | "
             f"{_f(c['gaussian_w2'])} ({_f(c['floor_gaussian_w2'])}) | {_f(c['sliced_w2'])} "
             f"({_f(c['floor_sliced_w2'])}) | {_f(c['scale'])} |"
         )
@@ -352,8 +453,10 @@ def build_results(
     batch_size: int = 32,
     seed: int = 0,
     progress: bool = True,
+    n_permutations: int = 0,
 ) -> dict[str, Any]:
-    """Collect every ensemble (resumably, into ``shard_root``) and compute the results."""
+    """Collect every ensemble (resumably, into ``shard_root``) and compute the results
+    (``n_permutations``: classifier null of the predicted-vs-true comparisons, 0 for none)."""
     t_start = time.perf_counter()
     n_blocks = int(model.cfg.n_layers)
     n = len(corpus)
@@ -465,6 +568,7 @@ def build_results(
         k,
         dt,
         progress,
+        n_permutations,
     )
     fit = main_analysis["summary"].fit
     bases = main_analysis["bases"]
@@ -494,12 +598,35 @@ def main(argv: list[str] | None = None) -> int:
         model, path=args.corpus, n_tokens=args.n_tokens, limit=args.n, seed=args.seed
     )
     tag = "pydoc" if args.corpus is None else Path(args.corpus).stem
+    shard_root = Path(args.shard_dir) if args.shard_dir else cache_root() / "lot-shards"
+    stem = f"{args.model}-{tag}-n{args.n_tokens}"
+    if args.classifier_check:
+        t_start = time.perf_counter()
+        progress = not args.no_progress
+        folder = shard_root / f"{stem}-{len(corpus)}-s{args.seed}"
+        lot = _collect(model, corpus, folder, args.batch_size, progress)
+        L = lot.n_layers
+        chosen = args.sources if args.sources is not None else [L // 3, L // 2 - 3]
+        rows = extrapolation_classifier_check(
+            lot,
+            [t for t in chosen if 0 <= t < L - 1],
+            list(args.taus),
+            n_permutations=args.permutations,
+            seed=args.seed,
+        )
+        times = times_from_layer_names(list(lot.layer_names), int(model.cfg.n_layers)).tolist()
+        print(render_classifier_check(rows, times))
+        check = {"n": lot.n_trajectories, "times": times, "rows": rows}
+        check["total_s"] = time.perf_counter() - t_start
+        Path(args.classifier_check).write_text(json.dumps(check, indent=1))
+        print(f"wrote {args.classifier_check} ({check['total_s']:.0f} s)")
+        return 0
     results = build_results(
         model,
         corpus,
         model_name=args.model,
-        shard_root=Path(args.shard_dir) if args.shard_dir else cache_root() / "lot-shards",
-        stem=f"{args.model}-{tag}-n{args.n_tokens}",
+        shard_root=shard_root,
+        stem=stem,
         n_control=args.n_control,
         fit_layers=tuple(args.fit_layers) if args.fit_layers else None,
         sources=args.sources,
@@ -510,6 +637,7 @@ def main(argv: list[str] | None = None) -> int:
         batch_size=args.batch_size,
         seed=args.seed,
         progress=not args.no_progress,
+        n_permutations=args.permutations,
     )
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -176,8 +176,9 @@ def _cmd_experiment(args: argparse.Namespace) -> int:
         _print_summary(result.interpolation_summary())
     else:
         if name == "translation":
+            shifts = torch.arange(0.0, float(steps or 11))
             result = ex.translation_sweep(
-                model, shifts=torch.arange(0.0, float(steps or 11)), progress=progress
+                model, shifts=shifts, batch_size=args.batch_size, progress=progress
             )
         else:
             scales = torch.linspace(0.01, 1.5, steps or 50)

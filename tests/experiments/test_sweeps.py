@@ -94,3 +94,25 @@ def test_bad_shapes_raise():
         duration_sweep_probs(
             model, torch.tensor([[1, 2]]), torch.ones(2, 2), batch_size=0, progress=False
         )
+
+
+@pytest.mark.parametrize("kind", ["learned", "rotary"])
+def test_per_row_starts_equal_one_forward_per_start(kind):
+    """Translation is batched through continuous.hook_positions; it must equal Durations.start."""
+    model = tiny_model(kind)
+    tokens = torch.tensor([[3, 7, 7, 7, 9, 11, 2]])
+    starts = torch.tensor([0.0, 0.5, 2.0, 3.25, 6.0])
+    want = []
+    for s in starts.tolist():
+        with continuous(model, Durations(torch.ones(7), start=s)):
+            want.append(model(tokens)[0, -1].softmax(-1))
+    durations = torch.ones(5, 7)
+    got = duration_sweep_probs(model, tokens, durations, start=starts, batch_size=2, progress=False)
+    assert torch.allclose(got, torch.stack(want), atol=1e-6)
+    if kind == "learned":  # a learned table sees the shift: the rows really differ
+        assert (got[0] - got[-1]).abs().max() > 1e-3
+    # jaxtyping (on under the suite) sees the grid mismatch first; both name the argument
+    with pytest.raises((ValueError, TypeError), match=r"start must be a float|parameter 'start'"):
+        duration_sweep_probs(model, tokens, durations, start=starts[:3], progress=False)
+    assert not model.hook_dict.keys() - {n for n, _ in model.named_modules()}  # nothing left
+    assert not any(h._forward_hooks for h in model.hook_dict.values())

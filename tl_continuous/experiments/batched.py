@@ -105,7 +105,7 @@ def duration_sweep_probs(
     tokens: Int[Tensor, "1 pos"],
     durations: Float[Tensor, "grid pos"],
     *,
-    start: float = 0.0,
+    start: float | Float[Tensor, " grid"] = 0.0,
     batch_size: int = 25,
     progress: bool = True,
     desc: str = "",
@@ -116,7 +116,10 @@ def duration_sweep_probs(
         model: any model the continuous mechanism supports.
         tokens: the prompt's tokens, ``[1, pos]``.
         durations: one row of durations per grid point.
-        start: the integration start shared by every row.
+        start: the integration start, shared by every row or one per row. A
+            :class:`~tl_continuous.continuous.durations.Durations` has a single ``start``, so
+            per-row starts are added to ``continuous.hook_positions`` by a hook (in float64),
+            which keeps the rows in one batched forward.
         batch_size: rows per forward pass.
         progress: show a progress bar when there is more than one batch.
         desc: progress bar label.
@@ -129,13 +132,35 @@ def duration_sweep_probs(
         raise ValueError(
             f"durations must have shape [grid, {tokens.shape[1]}] (got {tuple(durations.shape)})"
         )
+    if isinstance(start, Tensor) and tuple(start.shape) != (durations.shape[0],):
+        raise ValueError(
+            f"start must be a float or have shape [{durations.shape[0]}], one per row of "
+            f"durations (got {tuple(start.shape)})"
+        )
     out = []
     for rows in chunks(durations.shape[0], batch_size, progress=progress, desc=desc):
         batch = durations[rows]
         toks = tokens.expand(batch.shape[0], -1)
-        with continuous(model, Durations(batch, start=start)):
-            out.append(next_token_probs(model, partial(model, toks)))
+        if isinstance(start, Tensor):
+            hooks: list[tuple[str | Callable[..., Any], Callable[..., Any]]] = [
+                ("continuous.hook_positions", _add_start(start[rows]))
+            ]
+            with continuous(model, Durations(batch)), model.hooks(fwd_hooks=hooks):
+                out.append(next_token_probs(model, partial(model, toks)))
+        else:
+            with continuous(model, Durations(batch, start=start)):
+                out.append(next_token_probs(model, partial(model, toks)))
     return torch.cat(out)
+
+
+def _add_start(start: Float[Tensor, " rows"]) -> Callable[[Tensor, Any], Tensor]:
+    """A ``continuous.hook_positions`` hook adding ``start[r]`` to row ``r`` (float64 sum)."""
+
+    def shift(positions: Tensor, hook: Any) -> Tensor:
+        row_start = start.to(positions.device, torch.float64)[:, None]
+        return (positions.to(torch.float64) + row_start).to(positions.dtype)
+
+    return shift
 
 
 def blend_sweep_probs(

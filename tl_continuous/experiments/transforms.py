@@ -7,8 +7,8 @@
 
 Both record the digit readout of a prompt (default: the four-apples counting prompt) and
 the total-variation distance of the full next-token distribution from the unmodified model.
-The mechanism takes one ``start`` per forward, so translation runs one forward per shift;
-scaling is batched.
+Both are batched: a :class:`~tl_continuous.continuous.durations.Durations` has one ``start``,
+so translation adds each row's shift on the ``continuous.hook_positions`` hook point.
 """
 
 from __future__ import annotations
@@ -25,7 +25,6 @@ from transformer_lens import HookedTransformer
 from tl_continuous.experiments.batched import (
     duration_sweep_probs,
     next_token_probs,
-    progress_iter,
 )
 from tl_continuous.experiments.metrics import total_variation
 from tl_continuous.experiments.prompts import counting_prompt
@@ -71,6 +70,7 @@ def translation_sweep(
     shifts: Float[Tensor, " grid"] | None = None,
     *,
     rules: Sequence[ReadoutRule] = ("exact", "contains"),
+    batch_size: int = 25,
     progress: bool = True,
 ) -> Sweep:
     """Digit readout with every position shifted by each value of ``shifts``.
@@ -80,6 +80,7 @@ def translation_sweep(
         prompt: default: the four-apples counting prompt.
         shifts: default ``0, 1, ..., 10``.
         rules: digit readout rules.
+        batch_size: rows (shifts) per forward pass.
         progress: progress bar.
     """
     prompt = prompt or _default_prompt()
@@ -88,17 +89,23 @@ def translation_sweep(
     ones = torch.ones(1, tokens.shape[-1])
     begin = time.perf_counter()
     reference = next_token_probs(model, lambda: model(tokens))[0]
-    rows = [
-        duration_sweep_probs(model, tokens, ones, start=float(s), progress=False)
-        for s in progress_iter(shifts.tolist(), progress, "translation")
-    ]
+    grid = shifts.detach().to(torch.float64).cpu()
+    probs = duration_sweep_probs(
+        model,
+        tokens,
+        ones.expand(grid.shape[0], -1),
+        start=grid,
+        batch_size=batch_size,
+        progress=progress,
+        desc="translation",
+    )
     return _finish(
         model,
         "translation",
         "shift",
         prompt,
         shifts,
-        torch.cat(rows),
+        probs,
         reference,
         rules,
         time.perf_counter() - begin,

@@ -99,48 +99,59 @@ def trajectory_figure(
     bases: TrajectoryBases,
     *,
     layer: int = -1,
-    dims: tuple[int, int] = (0, 1),
+    dims: tuple[int, int] | tuple[int, int, int] = (0, 1),
     n_lines: int = 20,
     extra: dict[str, Float[Tensor, "m layer d_model"]] | None = None,
 ) -> Any:
-    """Lines of thought projected on two singular directions of one layer's basis.
+    """Lines of thought projected on two or three singular directions of one layer's basis.
 
     Args:
         trajectories: ``[n, layer, d_model]`` pilots (a :class:`LinesOfThought`'s).
         bases: the bases whose ``U[layer]`` is projected on.
         layer: which layer's basis (default: the last).
-        dims: the two singular directions (0-based).
+        dims: two singular directions (0-based) for a plane, three for a 3-D view.
         n_lines: the first ``n_lines`` trajectories are drawn as lines through the layers;
             the other points of the ensemble at ``layer`` as a grey cloud.
         extra: labelled extra trajectories drawn as thick lines (e.g. one path under a
             sweep of durations).
+
+    Raises:
+        ValueError: ``layer`` out of range, ``dims`` not two or three directions, or beyond
+            the bases' rank.
     """
     import plotly.graph_objects as go
 
     if not -bases.n_layers <= layer < bases.n_layers:
         raise ValueError(f"layer must be in -{bases.n_layers}..{bases.n_layers - 1} (got {layer})")
+    if len(dims) not in (2, 3) or min(dims) < 0:
+        raise ValueError(f"dims must be two or three non-negative directions (got {dims})")
     if bases.rank <= max(dims):
         raise ValueError(f"bases have rank {bases.rank}; dims {dims} need more")
     basis = bases.U[layer][:, list(dims)].to(torch.float64)
-    proj = trajectories.to(torch.float64) @ basis  # n layer 2
+    proj = trajectories.to(torch.float64) @ basis  # n layer len(dims)
+    three = len(dims) == 3
+    scatter = go.Scatter3d if three else go.Scatter
+    cloud = go.Scatter3d if three else go.Scattergl
+
+    def xyz(points: Tensor) -> dict[str, list[float]]:
+        return {axis: points[..., i].tolist() for i, axis in enumerate("xyz"[: len(dims)])}
+
     fig = go.Figure()
     fig.add_trace(
-        go.Scattergl(
-            x=proj[:, layer, 0].tolist(),
-            y=proj[:, layer, 1].tolist(),
+        cloud(
+            **xyz(proj[:, layer]),
             mode="markers",
-            marker={"size": 3, "color": "lightgrey"},
+            marker={"size": 2 if three else 3, "color": "lightgrey"},
             name=f"ensemble at t={layer % bases.n_layers + 1}",
         )
     )
     for i in range(min(n_lines, proj.shape[0])):
         fig.add_trace(
-            go.Scatter(
-                x=proj[i, :, 0].tolist(),
-                y=proj[i, :, 1].tolist(),
+            scatter(
+                **xyz(proj[i]),
                 mode="lines+markers",
-                marker={"size": 3},
-                line={"width": 1},
+                marker={"size": 2 if three else 3},
+                line={"width": 1 if not three else 2},
                 opacity=0.6,
                 showlegend=False,
             )
@@ -149,18 +160,22 @@ def trajectory_figure(
         p = lines.to(torch.float64) @ basis
         for i in range(p.shape[0]):
             fig.add_trace(
-                go.Scatter(
-                    x=p[i, :, 0].tolist(),
-                    y=p[i, :, 1].tolist(),
+                scatter(
+                    **xyz(p[i]),
                     mode="lines+markers",
-                    line={"width": 3},
+                    line={"width": 3 if not three else 5},
                     name=name if p.shape[0] == 1 else f"{name} {i}",
                 )
             )
+    titles = [f"u{d + 1}" for d in dims]
+    if three:
+        fig.update_layout(
+            scene={"xaxis_title": titles[0], "yaxis_title": titles[1], "zaxis_title": titles[2]}
+        )
+    else:
+        fig.update_layout(xaxis_title=titles[0], yaxis_title=titles[1])
     fig.update_layout(
         title="Lines of thought projected on the last layer's singular directions",
-        xaxis_title=f"u{dims[0] + 1}",
-        yaxis_title=f"u{dims[1] + 1}",
         template="plotly_white",
     )
     return fig

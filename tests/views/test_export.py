@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import struct
 
 import pytest
@@ -24,6 +25,9 @@ def test_save_png_draws_the_figure_at_the_asked_size(tmp_path) -> None:
     path = save_png(fig, tmp_path / "sub" / "line.png", width=320, height=200, scale=2)
     assert _png_size(path.read_bytes()) == (640, 400)
     assert [p.name for p in path.parent.iterdir()] == ["line.png"]  # no temporary file left
+    umask = os.umask(0)
+    os.umask(umask)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~umask  # not mkstemp's 0600
 
 
 def test_bad_arguments_are_named(tmp_path) -> None:

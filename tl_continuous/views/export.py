@@ -40,6 +40,12 @@ def _missing() -> str | None:
     return None
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def check_png_export() -> None:
     """Raise :class:`PngExportUnavailable`, saying what is missing, unless PNGs can be drawn."""
     missing = _missing()
@@ -93,6 +99,7 @@ def save_png(
     os.close(fd)
     try:
         fig.write_image(tmp, format="png", width=width, height=height, scale=scale)
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; a figure is for sharing
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -40,11 +40,10 @@ from __future__ import annotations
 
 import json
 import os
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 import torch
 from jaxtyping import Float, Int, Real
@@ -52,10 +51,10 @@ from torch import Tensor
 
 from tl_continuous.lines_of_thought.bases import TrajectoryBases
 from tl_continuous.lines_of_thought.ensemble import (
-    FINAL_NORM_HOOK,
     HookKind,
     LinesOfThought,
     layer_hook_names,
+    parse_layer_hook_names,
 )
 
 if TYPE_CHECKING:
@@ -66,7 +65,6 @@ if TYPE_CHECKING:
 __all__ = ["FORMAT", "DurationSweepLines"]
 
 FORMAT = "tl_continuous.lines_of_thought.duration_sweep/1"
-_BLOCK_HOOK = re.compile(r"blocks\.(\d+)\.hook_(resid_pre|resid_mid|resid_post)")
 _TENSORS = (
     "values",
     "coords",
@@ -140,24 +138,15 @@ def _hooks_of(bases: TrajectoryBases, model: HookedTransformer) -> tuple[HookKin
             f"bases come from the model {name!r}, not {model.cfg.model_name!r}: pass the bases "
             "of this model's plain ensemble"
         )
-    names = list(bases.layer_names)
-    final = bool(names) and names[-1] == FINAL_NORM_HOOK
-    matches = [_BLOCK_HOOK.fullmatch(n) for n in (names[:-1] if final else names)]
-    kinds = {m.group(2) for m in matches if m is not None}
-    if None in matches or len(kinds) > 1:
-        raise ValueError(
-            "bases.layer_names must be blocks.{i}.hook_<one of resid_pre/mid/post>, optionally "
-            f"followed by {FINAL_NORM_HOOK} (got {names})"
-        )
-    blocks = [int(m.group(1)) for m in matches if m is not None]
+    try:
+        hook, blocks, final = parse_layer_hook_names(list(bases.layer_names))
+    except ValueError as err:
+        raise ValueError(f"bases.{err}") from err
     if blocks and max(blocks) >= model.cfg.n_layers:
         raise ValueError(
             f"bases name block {max(blocks)} but the model has n_layers={model.cfg.n_layers}: "
             "pass the bases of this model's plain ensemble"
         )
-    hook = cast("HookKind", kinds.pop() if kinds else "resid_post")
-    if layer_hook_names(model.cfg.n_layers, hook, blocks, final) != names:
-        raise ValueError(f"bases.layer_names must be in block order (got {names})")
     return hook, blocks, final
 
 

@@ -30,7 +30,6 @@ rank]`` and ``S [layer, rank]``; it runs in float64.
 from __future__ import annotations
 
 import math
-import re
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -40,6 +39,8 @@ from jaxtyping import Float, Int
 from scipy import stats as sps
 from torch import Tensor
 from tqdm.auto import tqdm
+
+from tl_continuous.lines_of_thought.ensemble import BLOCK_HOOK_NAME, FINAL_NORM_HOOK
 
 __all__ = [
     "ResidualStatistics",
@@ -64,9 +65,7 @@ def default_times(n_layers: int) -> Float[Tensor, " layer"]:
     return torch.arange(1, n_layers + 1, dtype=_F64)
 
 
-_LAYER_NAME = re.compile(r"^blocks\.(\d+)\.hook_resid_(pre|mid|post)$")
-_OFFSET = {"pre": 0.0, "mid": 0.5, "post": 1.0}
-_FINAL_NORM = "ln_final.hook_normalized"
+_OFFSET = {"resid_pre": 0.0, "resid_mid": 0.5, "resid_post": 1.0}
 
 
 def times_from_layer_names(
@@ -84,15 +83,15 @@ def times_from_layer_names(
     """
     out: list[float] = []
     for name in layer_names:
-        match = _LAYER_NAME.match(name)
+        match = BLOCK_HOOK_NAME.fullmatch(name)
         if match:
             out.append(int(match.group(1)) + _OFFSET[match.group(2)])
-        elif name == _FINAL_NORM and (n_blocks is not None or out):
+        elif name == FINAL_NORM_HOOK and (n_blocks is not None or out):
             out.append(float(n_blocks) + 1.0 if n_blocks is not None else out[-1] + 1.0)
         else:
             raise ValueError(
                 "layer_names must be blocks.{i}.hook_resid_{pre,mid,post} or "
-                f"{_FINAL_NORM} after a block (got {name!r}); pass times explicitly"
+                f"{FINAL_NORM_HOOK} after a block (got {name!r}); pass times explicitly"
             )
     return torch.tensor(out, dtype=_F64)
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,11 +35,13 @@ if TYPE_CHECKING:
     from tl_continuous.lines_of_thought.corpus import PseudoSentences
 
 __all__ = [
+    "BLOCK_HOOK_NAME",
     "FINAL_NORM_HOOK",
     "FORMAT",
     "HookKind",
     "LinesOfThought",
     "layer_hook_names",
+    "parse_layer_hook_names",
     "pilot_positions_from_mask",
 ]
 
@@ -46,6 +49,8 @@ FORMAT = "tl_continuous.lines_of_thought/1"
 FINAL_NORM_HOOK = "ln_final.hook_normalized"
 HookKind = Literal["resid_pre", "resid_mid", "resid_post"]
 _HOOKS = ("resid_pre", "resid_mid", "resid_post")
+#: the block hooks a trajectory reads: group 1 is the block, group 2 the :data:`HookKind`
+BLOCK_HOOK_NAME = re.compile(r"blocks\.(\d+)\.hook_(resid_pre|resid_mid|resid_post)")
 
 
 def layer_hook_names(
@@ -80,6 +85,31 @@ def layer_hook_names(
     if include_final_norm:
         names.append(FINAL_NORM_HOOK)
     return names
+
+
+def parse_layer_hook_names(names: list[str]) -> tuple[HookKind, list[int], bool]:
+    """The inverse of :func:`layer_hook_names`: ``(hook, layers, include_final_norm)``.
+
+    Raises:
+        ValueError: the names are not one hook kind's block hooks in block order, optionally
+            followed by :data:`FINAL_NORM_HOOK`.
+
+    >>> parse_layer_hook_names(["blocks.0.hook_resid_mid", "blocks.2.hook_resid_mid"])
+    ('resid_mid', [0, 2], False)
+    """
+    final = bool(names) and names[-1] == FINAL_NORM_HOOK
+    matches = [BLOCK_HOOK_NAME.fullmatch(n) for n in (names[:-1] if final else names)]
+    kinds = {m.group(2) for m in matches if m is not None}
+    if None in matches or len(kinds) > 1:
+        raise ValueError(
+            "layer_names must be blocks.{i}.hook_<one of resid_pre/mid/post>, optionally "
+            f"followed by {FINAL_NORM_HOOK} (got {names})"
+        )
+    blocks = [int(m.group(1)) for m in matches if m is not None]
+    hook = kinds.pop() if kinds else "resid_post"
+    if blocks != sorted(set(blocks)):
+        raise ValueError(f"layer_names must be in block order (got {names})")
+    return hook, blocks, final  # type: ignore[return-value]
 
 
 def pilot_positions_from_mask(

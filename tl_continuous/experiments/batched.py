@@ -141,15 +141,12 @@ def duration_sweep_probs(
     for rows in chunks(durations.shape[0], batch_size, progress=progress, desc=desc):
         batch = durations[rows]
         toks = tokens.expand(batch.shape[0], -1)
+        shared = 0.0 if isinstance(start, Tensor) else start
+        hooks: list[tuple[str | Callable[..., Any], Callable[..., Any]]] = []
         if isinstance(start, Tensor):
-            hooks: list[tuple[str | Callable[..., Any], Callable[..., Any]]] = [
-                ("continuous.hook_positions", _add_start(start[rows]))
-            ]
-            with continuous(model, Durations(batch)), model.hooks(fwd_hooks=hooks):
-                out.append(next_token_probs(model, partial(model, toks)))
-        else:
-            with continuous(model, Durations(batch, start=start)):
-                out.append(next_token_probs(model, partial(model, toks)))
+            hooks.append(("continuous.hook_positions", _add_start(start[rows])))
+        with continuous(model, Durations(batch, start=shared)), model.hooks(fwd_hooks=hooks):
+            out.append(next_token_probs(model, partial(model, toks)))
     return torch.cat(out)
 
 

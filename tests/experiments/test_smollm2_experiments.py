@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 import torch
 
 from tl_continuous.experiments import (
+    boolean_all_pairs,
     boolean_interpolation,
     count_curve,
     interpolate_prompts,
@@ -13,7 +16,7 @@ from tl_continuous.experiments import (
     sum_curve,
     translation_sweep,
 )
-from tl_continuous.experiments.interpolation import aligned_operator_prompts
+from tl_continuous.experiments.interpolation import BOOLEAN_OPS, aligned_operator_prompts
 from tl_continuous.experiments.prompts import counting_prompt
 from tl_continuous.experiments.readouts import Readout
 
@@ -81,6 +84,15 @@ def test_boolean_operators_are_aligned(smollm2):
     result = boolean_interpolation(smollm2, "AND", "XOR", torch.tensor([0.0, 1.0]), progress=False)
     assert len(result) == 4
     assert {(s.meta["a"], s.meta["b"]) for s in result.sweeps} == {(0, 0), (0, 1), (1, 0), (1, 1)}
+
+
+def test_boolean_all_pairs_covers_every_operator_pair_and_input(smollm2):
+    result = boolean_all_pairs(smollm2, torch.tensor([0.0, 1.0]), progress=False)
+    seen = {(s.meta["op_a"], s.meta["op_b"], s.meta["a"], s.meta["b"]) for s in result.sweeps}
+    assert len(result) == len(seen) == 40  # C(5, 2) = 10 operator pairs x 4 input pairs
+    pairs = {frozenset((a, b)) for a, b, _, _ in seen}
+    assert pairs == {frozenset(p) for p in itertools.combinations(BOOLEAN_OPS, 2)}
+    assert all(s.grid.tolist() == [0.0, 1.0] for s in result.sweeps)
 
 
 def test_translation_is_a_no_op_and_unit_scale_is_the_model(smollm2):

@@ -30,7 +30,8 @@ import torch
 
 from benchmarks.results_io import write_result
 from tl_continuous import Durations, continuous, load_model
-from tl_continuous.continuous.reference_hf import hf_continuous_logits, load_hf_reference
+from tl_continuous.continuous.reference_hf import hf_continuous_logits
+from tl_continuous.models import load_hf_reference
 
 
 def _time(fn: Callable[[], object]) -> float:

@@ -21,7 +21,7 @@ PROMPTS = [
 
 @pytest.fixture(scope="module")
 def hf_smollm2() -> Any:
-    from tl_continuous.continuous.reference_hf import load_hf_reference
+    from tl_continuous.models import load_hf_reference
 
     return load_hf_reference("smollm2-135m")
 

@@ -38,6 +38,7 @@ __all__ = [
     "cache_root",
     "converted_folder",
     "load_hf_folder",
+    "load_hf_reference",
     "load_model",
 ]
 
@@ -374,3 +375,23 @@ def load_model(
         f"name must be one of {[*sorted(MODELS), 'counting-testbed']} or a local Hugging Face "
         f"folder (got {name!r})"
     )
+
+
+def load_hf_reference(
+    name: str = "smollm2-135m",
+    *,
+    cache_dir: str | os.PathLike[str] | None = None,
+    dtype: torch.dtype = torch.float32,
+) -> Any:
+    """The Hugging Face model behind a bundled model, with eager attention, in eval mode.
+
+    Args:
+        name: a bundled model (see :data:`tl_continuous.models.MODELS`).
+        cache_dir: see :func:`tl_continuous.models.cache_root`.
+        dtype: parameter dtype.
+    """
+    from transformers import AutoModelForCausalLM
+
+    folder = converted_folder(name, cache_dir)
+    model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype, attn_implementation="eager")
+    return model.eval()

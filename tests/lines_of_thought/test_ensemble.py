@@ -7,7 +7,8 @@ import torch
 
 import tl_continuous
 from tl_continuous.lines_of_thought.collect import collect_trajectories
-from tl_continuous.lines_of_thought.ensemble import LinesOfThought, layer_hook_names
+from tl_continuous.lines_of_thought.ensemble import LinesOfThought
+from tl_continuous.lines_of_thought.hooks import layer_hook_names
 from tl_continuous.tiny import tiny_model
 
 

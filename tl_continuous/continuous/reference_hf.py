@@ -4,14 +4,14 @@ The straightforward route the paper's own code takes: float ``position_ids`` (th
 indices of :mod:`.positions`) and a 4D additive float attention mask that carries the causal
 mask and ``log d_j`` in key column ``j``, with eager attention so that the mask is added to
 the scores before the softmax. Used by the tests (agreement with the hook implementation)
-and by the benchmark; it is not part of the TransformerLens route.
+and by the benchmark; it is not part of the TransformerLens route. Load the Hugging Face model
+behind a bundled model with :func:`tl_continuous.models.load_hf_reference`.
 
 Only rotary models are covered (learned tables have no float ``position_ids``).
 """
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 import torch
@@ -21,29 +21,7 @@ from torch import Tensor
 from tl_continuous.continuous.durations import Durations
 from tl_continuous.continuous.positions import table_index
 
-__all__ = ["continuous_inputs", "hf_continuous_logits", "load_hf_reference"]
-
-
-def load_hf_reference(
-    name: str = "smollm2-135m",
-    *,
-    cache_dir: str | os.PathLike[str] | None = None,
-    dtype: torch.dtype = torch.float32,
-) -> Any:
-    """The Hugging Face model behind a bundled model, with eager attention, in eval mode.
-
-    Args:
-        name: a bundled model (see :data:`tl_continuous.models.MODELS`).
-        cache_dir: see :func:`tl_continuous.models.cache_root`.
-        dtype: parameter dtype.
-    """
-    from transformers import AutoModelForCausalLM
-
-    from tl_continuous.models import converted_folder
-
-    folder = converted_folder(name, cache_dir)
-    model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype, attn_implementation="eager")
-    return model.eval()
+__all__ = ["continuous_inputs", "hf_continuous_logits"]
 
 
 def continuous_inputs(

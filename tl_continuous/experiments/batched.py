@@ -124,7 +124,8 @@ def duration_sweep_probs(
         progress: show a progress bar when there is more than one batch.
         desc: progress bar label.
     """
-    from tl_continuous import Durations, continuous
+    from tl_continuous.continuous.durations import Durations
+    from tl_continuous.continuous.signal import continuous
 
     if tokens.ndim != 2 or tokens.shape[0] != 1:
         raise ValueError(f"tokens must have shape [1, pos] (got {tuple(tokens.shape)})")
@@ -172,7 +173,7 @@ def blend_sweep_probs(
     desc: str = "",
 ) -> Float[Tensor, "grid vocab"]:
     """Next-token probabilities at blended input embeddings, one batch row per lambda."""
-    from tl_continuous import blend_embeddings
+    from tl_continuous.continuous.blend import blend_embeddings
 
     if lambdas.ndim != 1:
         raise ValueError(f"lambdas must be 1-D (got shape {tuple(lambdas.shape)})")

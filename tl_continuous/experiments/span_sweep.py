@@ -67,7 +67,7 @@ def shrink_tokens(
         batch_size: rows per forward pass.
         progress: progress bar.
     """
-    from tl_continuous import Durations
+    from tl_continuous.continuous.durations import Durations
 
     if cs.ndim != 1 or cs.numel() < 2:
         raise ValueError(f"cs must be 1-D with at least two values (got {tuple(cs.shape)})")

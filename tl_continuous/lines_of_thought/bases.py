@@ -33,6 +33,8 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
+from tl_continuous._io import load_tensors, save_tensors
+
 if TYPE_CHECKING:
     from tl_continuous.lines_of_thought.ensemble import LinesOfThought
 
@@ -43,6 +45,9 @@ __all__ = [
     "realign_bases",
     "svd_bases",
 ]
+
+FORMAT = "tl_continuous.lines_of_thought.bases"
+VERSION = 1
 
 
 class RankDeficientWarning(UserWarning):
@@ -302,40 +307,28 @@ class TrajectoryBases:
         return cls(**data)
 
     def save(self, path: str | os.PathLike[str]) -> Path:
-        """One safetensors file with a JSON header."""
-        import json
-
-        from tl_continuous.lines_of_thought.collect import write_safetensors_atomically
-
+        """One safetensors file with a JSON header; returns the path."""
         assert self.order is not None and self.signs is not None
-        path = Path(path).expanduser()
-        write_safetensors_atomically(
-            path,
-            {"U": self.U, "S": self.S, "order": self.order, "signs": self.signs},
-            {
-                "format": "tl_continuous.lines_of_thought.bases/1",
-                "layer_names": json.dumps(self.layer_names),
-                "realigned": json.dumps(self.realigned),
-                "n_trajectories": str(self.n_trajectories),
-                "metadata": json.dumps(self.metadata),
-            },
-        )
-        return path
+        tensors = {"U": self.U, "S": self.S, "order": self.order, "signs": self.signs}
+        fields = {
+            "layer_names": self.layer_names,
+            "realigned": self.realigned,
+            "n_trajectories": self.n_trajectories,
+            "metadata": self.metadata,
+        }
+        return save_tensors(path, FORMAT, VERSION, tensors, fields)
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> TrajectoryBases:
-        import json
-
-        from tl_continuous.lines_of_thought.collect import read_safetensors
-
-        h, t = read_safetensors(path, "tl_continuous.lines_of_thought.bases/1", "TrajectoryBases")
+        """Read a file written by :meth:`save`."""
+        h, t = load_tensors(path, FORMAT, VERSION, "TrajectoryBases")
         return cls(
             U=t["U"],
             S=t["S"],
-            layer_names=json.loads(h["layer_names"]),
-            realigned=json.loads(h["realigned"]),
+            layer_names=h["layer_names"],
+            realigned=h["realigned"],
             order=t["order"],
             signs=t["signs"],
             n_trajectories=int(h["n_trajectories"]),
-            metadata=json.loads(h["metadata"]),
+            metadata=h["metadata"],
         )

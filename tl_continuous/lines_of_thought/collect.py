@@ -25,19 +25,21 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
-from jaxtyping import Int
+from jaxtyping import Float, Int
 from torch import Tensor
 
+from tl_continuous._io import atomic_write, json_safe, write_text
+from tl_continuous._progress import progress as _progress
 from tl_continuous.lines_of_thought.corpus import PseudoSentences
-from tl_continuous.lines_of_thought.ensemble import (
+from tl_continuous.lines_of_thought.hooks import (
+    FINAL_NORM_HOOK,
     HookKind,
-    LinesOfThought,
     layer_hook_names,
     pilot_positions_from_mask,
 )
@@ -46,20 +48,52 @@ if TYPE_CHECKING:
     from transformer_lens import HookedTransformer
 
 __all__ = [
+    "Collected",
     "CorruptShardError",
     "IncompleteShardsError",
     "batch_owner",
+    "check_collection",
     "collect_shards",
     "collect_trajectories",
     "load_shards",
     "model_metadata",
     "pilot_hooks",
-    "read_safetensors",
-    "write_safetensors_atomically",
 ]
 
 MANIFEST = "manifest.json"
 SHARD_FORMAT = "tl_continuous.lines_of_thought.shard/1"
+
+
+@dataclass
+class Collected:
+    """What a collection returns: the parts :class:`LinesOfThought` is built from.
+
+    ``LinesOfThought.from_collected`` turns it into the ensemble (collection does not import
+    the result type, so the two modules depend one way).
+
+    Attributes:
+        trajectories: ``[n, layer, d_model]`` float32 on the CPU.
+        layer_names: the hook read for each layer.
+        tokens: ``[n, pos]`` token ids.
+        pilot_positions: ``[n]`` position of each sequence's pilot token.
+        metadata: model, hooks, corpus and token hash.
+    """
+
+    trajectories: Float[Tensor, "n layer d_model"]
+    layer_names: list[str]
+    tokens: Int[Tensor, "n pos"]
+    pilot_positions: Int[Tensor, " n"]
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class CollectionInputs:
+    """Checked inputs of a collection (see :func:`check_collection`)."""
+
+    tokens: Int[Tensor, "n pos"]
+    attention_mask: Int[Tensor, "n pos"] | None
+    names: list[str]
+    metadata: dict[str, Any]
 
 
 class CorruptShardError(ValueError):
@@ -75,21 +109,11 @@ class IncompleteShardsError(ValueError):
 
 
 # --------------------------------------------------------------------------- helpers
-def _json_safe(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {str(k): _json_safe(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_json_safe(v) for v in value]
-    if value is None or isinstance(value, bool | int | float | str):
-        return value
-    return str(value)
-
-
 def model_metadata(model: HookedTransformer) -> dict[str, Any]:
     """Model name and its config as a JSON-safe dict."""
     return {
         "model_name": str(model.cfg.model_name),
-        "model_config": _json_safe(model.cfg.to_dict()),
+        "model_config": json_safe(model.cfg.to_dict()),
     }
 
 
@@ -109,54 +133,11 @@ def _payload_sha256(tensors: Mapping[str, Tensor]) -> str:
     return digest.hexdigest()
 
 
-def write_safetensors_atomically(
-    path: Path, tensors: Mapping[str, Tensor], header: dict[str, str]
-) -> None:
-    """``safetensors.torch.save_file`` into a temporary sibling, then ``os.replace``."""
+def _write_safetensors(path: Path, tensors: Mapping[str, Tensor], header: dict[str, str]) -> None:
     from safetensors.torch import save_file
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        save_file({k: v.contiguous() for k, v in tensors.items()}, tmp, metadata=header)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def read_safetensors(
-    path: str | os.PathLike[str], fmt: str, what: str
-) -> tuple[dict[str, str], dict[str, Tensor]]:
-    """Header and tensors of a safetensors file whose header says ``format == fmt``.
-
-    Raises:
-        FileNotFoundError: no file at ``path``.
-        ValueError: the file is unreadable, or holds another format (``what`` names the
-            expected kind of file in the message).
-    """
-    from safetensors import safe_open
-
-    path = Path(path).expanduser()
-    if not path.is_file():
-        raise FileNotFoundError(f"path {path} does not exist")
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            header = f.metadata() or {}
-            tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
-    except Exception as err:
-        raise ValueError(f"path {path} is not a readable safetensors file ({err})") from err
-    if header.get("format") != fmt:
-        raise ValueError(f"path {path} is not a {what} file (format {header.get('format')!r})")
-    return header, tensors
-
-
-def _write_text_atomically(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
+    data = {k: v.contiguous() for k, v in tensors.items()}
+    atomic_write(path, lambda tmp: save_file(data, str(tmp), metadata=header))
 
 
 def batch_owner(batch: int, n_workers: int) -> int:
@@ -221,10 +202,10 @@ def _run_batch(
 
 
 def _check_model(model: HookedTransformer, include_final_norm: bool) -> None:
-    if include_final_norm and FINAL_NORM not in model.hook_dict:
+    if include_final_norm and FINAL_NORM_HOOK not in model.hook_dict:
         raise ValueError(
             "include_final_norm=True but the model has no final normalisation "
-            f"({FINAL_NORM} is not a hook point)"
+            f"({FINAL_NORM_HOOK} is not a hook point)"
         )
 
 
@@ -263,15 +244,43 @@ def _read_manifest(path: Path) -> dict[str, Any]:
     return manifest
 
 
-FINAL_NORM = "ln_final.hook_normalized"
+def check_collection(
+    model: HookedTransformer,
+    tokens_or_corpus: Int[Tensor, "n pos"] | PseudoSentences,
+    *,
+    attention_mask: Int[Tensor, "n pos"] | None = None,
+    batch_size: int = 32,
+    hook: HookKind = "resid_post",
+    layers: list[int] | None = None,
+    include_final_norm: bool = False,
+    check_tokens: bool = True,
+) -> CollectionInputs:
+    """The input checks every collection runs first (in memory, sharded, under durations).
 
+    Returns the token ids, the mask, the hook names to read and the metadata every
+    collection records (corpus, model, hooks, token hash).
 
-def _progress(iterable: Any, enabled: bool, total: int, desc: str) -> Any:
-    if not enabled:
-        return iterable
-    from tqdm.auto import tqdm
-
-    return tqdm(iterable, total=total, desc=desc)
+    Raises:
+        TypeError, ValueError: an argument the model cannot run, named in the message.
+    """
+    tokens, meta = _as_tokens(tokens_or_corpus)
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer (got {batch_size})")
+    if attention_mask is not None and attention_mask.shape != tokens.shape:
+        raise ValueError("attention_mask must have the shape of the token ids")
+    _check_model(model, include_final_norm)
+    if check_tokens:
+        _check_tokens(model, tokens)
+    names = layer_hook_names(model.cfg.n_layers, hook, layers, include_final_norm)
+    meta |= model_metadata(model)
+    meta |= {
+        "hook": hook,
+        "include_final_norm": include_final_norm,
+        "tokens_sha256": _tokens_sha256(tokens, attention_mask),
+    }
+    if isinstance(tokens_or_corpus, PseudoSentences):
+        meta["n_tokens"] = tokens_or_corpus.n_tokens
+    return CollectionInputs(tokens, attention_mask, names, meta)
 
 
 # --------------------------------------------------------------------- in memory
@@ -285,46 +294,40 @@ def collect_trajectories(
     layers: list[int] | None = None,
     include_final_norm: bool = False,
     progress: bool = True,
-) -> LinesOfThought:
+) -> Collected:
     """In-memory collection; see :meth:`LinesOfThought.collect` for the arguments.
 
     >>> from tl_continuous.tiny import tiny_model
-    >>> lot = collect_trajectories(tiny_model(), torch.randint(0, 50, (5, 4)), progress=False)
-    >>> lot.trajectories.dtype, lot.trajectories.shape
+    >>> got = collect_trajectories(tiny_model(), torch.randint(0, 50, (5, 4)), progress=False)
+    >>> got.trajectories.dtype, got.trajectories.shape
     (torch.float32, torch.Size([5, 2, 64]))
     """
-    tokens, meta = _as_tokens(tokens_or_corpus)
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be a positive integer (got {batch_size})")
-    if attention_mask is not None and attention_mask.shape != tokens.shape:
-        raise ValueError("attention_mask must have the shape of the token ids")
-    _check_model(model, include_final_norm)
-    _check_tokens(model, tokens)
-    names = layer_hook_names(model.cfg.n_layers, hook, layers, include_final_norm)
+    inputs = check_collection(
+        model,
+        tokens_or_corpus,
+        attention_mask=attention_mask,
+        batch_size=batch_size,
+        hook=hook,
+        layers=layers,
+        include_final_norm=include_final_norm,
+    )
+    tokens, names = inputs.tokens, inputs.names
     starts = range(0, tokens.shape[0], batch_size)
     parts: list[Tensor] = []
     pilots: list[Tensor] = []
-    for start in _progress(starts, progress, len(starts), "lines of thought"):
+    for start in _progress(starts, enabled=progress, total=len(starts), desc="lines of thought"):
         sl = slice(start, start + batch_size)
         traj, pil = _run_batch(
             model, tokens[sl], None if attention_mask is None else attention_mask[sl], names
         )
         parts.append(traj)
         pilots.append(pil)
-    meta |= model_metadata(model)
-    meta |= {
-        "hook": hook,
-        "include_final_norm": include_final_norm,
-        "tokens_sha256": _tokens_sha256(tokens, attention_mask),
-    }
-    if isinstance(tokens_or_corpus, PseudoSentences):
-        meta["n_tokens"] = tokens_or_corpus.n_tokens
-    return LinesOfThought(
+    return Collected(
         trajectories=torch.cat(parts),
         layer_names=names,
         tokens=tokens.detach().cpu().long(),
         pilot_positions=torch.cat(pilots),
-        metadata=meta,
+        metadata=inputs.metadata,
     )
 
 
@@ -359,31 +362,19 @@ def _read_shard(path: Path, batch: int, tokens_sha256: str | None = None) -> dic
 
 
 def _manifest(
-    model: HookedTransformer,
-    tokens: Tensor,
-    mask: Tensor | None,
-    batch_size: int,
-    names: list[str],
-    hook: str,
-    include_final_norm: bool,
-    extra: dict[str, Any],
-    n_tokens: int | None,
+    tokens: Tensor, batch_size: int, names: list[str], metadata: dict[str, Any]
 ) -> dict[str, Any]:
+    meta = {k: v for k, v in metadata.items() if k != "tokens_sha256"}
+    meta.setdefault("n_tokens", None)
     return {
         "format": "tl_continuous.lines_of_thought.shards/1",
         "n_sequences": int(tokens.shape[0]),
         "seq_len": int(tokens.shape[1]),
         "batch_size": batch_size,
         "n_batches": -(-int(tokens.shape[0]) // batch_size),
-        "tokens_sha256": _tokens_sha256(tokens, mask),
+        "tokens_sha256": metadata["tokens_sha256"],
         "layer_names": names,
-        "metadata": {
-            **model_metadata(model),
-            **extra,
-            "hook": hook,
-            "include_final_norm": include_final_norm,
-            "n_tokens": n_tokens,
-        },
+        "metadata": meta,
     }
 
 
@@ -413,6 +404,7 @@ def collect_shards(
         Others: as in :meth:`LinesOfThought.collect`.
 
     >>> import tempfile
+    >>> from tl_continuous.lines_of_thought.ensemble import LinesOfThought
     >>> from tl_continuous.tiny import tiny_model
     >>> model, toks = tiny_model(), torch.randint(0, 50, (5, 4))
     >>> kw = dict(batch_size=2, progress=False)
@@ -426,17 +418,18 @@ def collect_shards(
     """
     if not 0 <= worker < n_workers:
         raise ValueError(f"worker must be in [0, n_workers={n_workers}) (got {worker})")
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be a positive integer (got {batch_size})")
-    tokens, extra = _as_tokens(tokens_or_corpus)
-    if attention_mask is not None and attention_mask.shape != tokens.shape:
-        raise ValueError("attention_mask must have the shape of the token ids")
-    _check_model(model, include_final_norm)
-    names = layer_hook_names(model.cfg.n_layers, hook, layers, include_final_norm)
-    n_tokens = tokens_or_corpus.n_tokens if isinstance(tokens_or_corpus, PseudoSentences) else None
-    manifest = _manifest(
-        model, tokens, attention_mask, batch_size, names, hook, include_final_norm, extra, n_tokens
+    inputs = check_collection(
+        model,
+        tokens_or_corpus,
+        attention_mask=attention_mask,
+        batch_size=batch_size,
+        hook=hook,
+        layers=layers,
+        include_final_norm=include_final_norm,
+        check_tokens=False,  # after the folder check, before a manifest is written
     )
+    tokens, names = inputs.tokens, inputs.names
+    manifest = _manifest(tokens, batch_size, names, inputs.metadata)
     folder = Path(shard_dir).expanduser()
     folder.mkdir(parents=True, exist_ok=True)
     manifest_path = folder / MANIFEST
@@ -453,7 +446,7 @@ def collect_shards(
             )
     _check_tokens(model, tokens)  # after the folder check, before a manifest is written
     if not manifest_path.is_file():
-        _write_text_atomically(manifest_path, json.dumps(manifest, indent=1))
+        write_text(manifest_path, json.dumps(manifest, indent=1))
 
     mine = [b for b in range(manifest["n_batches"]) if batch_owner(b, n_workers) == worker]
     todo = []
@@ -466,9 +459,12 @@ def collect_shards(
             except CorruptShardError:
                 pass  # recomputed below
         todo.append(b)
-    for b in _progress(todo, progress, len(todo), f"lines of thought (worker {worker})"):
+    bar = _progress(
+        todo, enabled=progress, total=len(todo), desc=f"lines of thought (worker {worker})"
+    )
+    for b in bar:
         sl = slice(b * batch_size, (b + 1) * batch_size)
-        mask = None if attention_mask is None else attention_mask[sl]
+        mask = None if inputs.attention_mask is None else inputs.attention_mask[sl]
         traj, pilots = _run_batch(model, tokens[sl], mask, names)
         tensors = {
             "trajectories": traj,
@@ -481,7 +477,7 @@ def collect_shards(
             "sha256": _payload_sha256(tensors),
             "tokens_sha256": manifest["tokens_sha256"],
         }
-        write_safetensors_atomically(_shard_path(folder, b), tensors, header)
+        _write_safetensors(_shard_path(folder, b), tensors, header)
     return todo
 
 
@@ -495,8 +491,8 @@ def _ranges(ids: list[int]) -> str:
     return ", ".join(out)
 
 
-def load_shards(shard_dir: str | os.PathLike[str]) -> LinesOfThought:
-    """Merge a complete shard folder into one :class:`LinesOfThought`.
+def load_shards(shard_dir: str | os.PathLike[str]) -> Collected:
+    """Merge a complete shard folder (``LinesOfThought.from_shards`` makes it an ensemble).
 
     Raises:
         FileNotFoundError: no ``manifest.json`` in the folder.
@@ -519,7 +515,7 @@ def load_shards(shard_dir: str | os.PathLike[str]) -> LinesOfThought:
     expected = str(manifest["tokens_sha256"])
     shards = [_read_shard(_shard_path(folder, b), b, expected) for b in range(n_batches)]
     tokens = torch.cat([s["tokens"] for s in shards])
-    return LinesOfThought(
+    return Collected(
         trajectories=torch.cat([s["trajectories"] for s in shards]),
         layer_names=list(manifest["layer_names"]),
         tokens=tokens,

@@ -38,7 +38,6 @@ True
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -49,22 +48,24 @@ import torch
 from jaxtyping import Float, Int, Real
 from torch import Tensor
 
+from tl_continuous._io import load_tensors, save_tensors
+from tl_continuous._progress import progress as _progress
+from tl_continuous.continuous.durations import Durations
+from tl_continuous.continuous.signal import continuous
 from tl_continuous.lines_of_thought.bases import TrajectoryBases
-from tl_continuous.lines_of_thought.ensemble import (
-    HookKind,
-    LinesOfThought,
-    layer_hook_names,
-    parse_layer_hook_names,
-)
+from tl_continuous.lines_of_thought.collect import check_collection
+from tl_continuous.lines_of_thought.ensemble import LinesOfThought
+from tl_continuous.lines_of_thought.hooks import HookKind, parse_layer_hook_names
 
 if TYPE_CHECKING:
     from transformer_lens import HookedTransformer
 
     from tl_continuous.lines_of_thought.corpus import PseudoSentences
 
-__all__ = ["FORMAT", "DurationSweepLines"]
+__all__ = ["FORMAT", "VERSION", "DurationSweepLines"]
 
-FORMAT = "tl_continuous.lines_of_thought.duration_sweep/1"
+FORMAT = "tl_continuous.lines_of_thought.duration_sweep"
+VERSION = 1
 _TENSORS = (
     "values",
     "coords",
@@ -102,8 +103,6 @@ def _shrink_mask(
     Spans are read by :meth:`Durations.from_spans`, whose errors are re-raised naming
     ``shrink``.
     """
-    from tl_continuous.continuous.durations import Durations
-
     if shrink is None:
         if n_pos < 2:
             raise ValueError(
@@ -355,26 +354,21 @@ class DurationSweepLines:
             ValueError: bad ``values``, ``shrink``, ``k``, ``batch_size``, ``bases`` of
                 another model or layer set, or a ``plain`` ensemble of other tokens/layers.
         """
-        from tl_continuous.continuous.durations import Durations
-        from tl_continuous.continuous.signal import continuous
-        from tl_continuous.lines_of_thought.collect import (
-            _as_tokens,
-            _check_tokens,
-            _progress,
-            _tokens_sha256,
-            model_metadata,
-        )
-
-        tokens, corpus_meta = _as_tokens(tokens_or_corpus)
-        _check_tokens(model, tokens)
-        vals = _check_values(values)
-        spans, in_span = _shrink_mask(shrink, int(tokens.shape[1]), vals)
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be a positive integer (got {batch_size})")
         if bases is not None:
             hook, blocks, final = _hooks_of(bases, model)
         else:
             hook, blocks, final = "resid_post", list(range(model.cfg.n_layers)), False
+        inputs = check_collection(
+            model,
+            tokens_or_corpus,
+            batch_size=batch_size,
+            hook=hook,
+            layers=blocks,
+            include_final_norm=final,
+        )
+        tokens = inputs.tokens
+        vals = _check_values(values)
+        spans, in_span = _shrink_mask(shrink, int(tokens.shape[1]), vals)
 
         def run() -> LinesOfThought:
             return LinesOfThought.collect(
@@ -388,10 +382,9 @@ class DurationSweepLines:
             )
 
         if plain is not None:
-            expected = layer_hook_names(model.cfg.n_layers, hook, blocks, final)
-            if plain.layer_names != expected:
+            if plain.layer_names != inputs.names:
                 raise ValueError(
-                    f"plain reads the layers {plain.layer_names}, the bases {expected}"
+                    f"plain reads the layers {plain.layer_names}, the bases {inputs.names}"
                 )
             if plain.tokens is None or not torch.equal(plain.tokens, tokens.cpu().long()):
                 raise ValueError("plain must be the ensemble of these very token ids")
@@ -406,7 +399,7 @@ class DurationSweepLines:
 
         dtype = torch.float64 if model.cfg.dtype == torch.float64 else torch.float32
         per_value: list[tuple[Tensor, Tensor, Tensor, Tensor]] = []
-        for c in _progress(vals.tolist(), progress, len(vals), "durations"):
+        for c in _progress(vals.tolist(), enabled=progress, total=len(vals), desc="durations"):
             row = torch.where(in_span, torch.tensor(c, dtype=dtype), torch.tensor(1.0, dtype=dtype))
             with continuous(model, Durations(row)):
                 lot = run()
@@ -414,10 +407,8 @@ class DurationSweepLines:
         stacked = [torch.stack(parts) for parts in zip(*per_value, strict=True)]
         coords, means, norm2, variance = stacked
 
-        meta: dict[str, Any] = dict(corpus_meta)
-        meta |= model_metadata(model)
+        meta: dict[str, Any] = dict(inputs.metadata)
         meta |= {
-            "tokens_sha256": _tokens_sha256(tokens, None),
             "n_pos": int(tokens.shape[1]),
             "durations_dtype": str(dtype),
             "bases": {
@@ -460,27 +451,17 @@ class DurationSweepLines:
 
     def save(self, path: str | os.PathLike[str]) -> Path:
         """One safetensors file (tensors) whose header carries the JSON facts."""
-        from tl_continuous.lines_of_thought.collect import write_safetensors_atomically
-
-        path = Path(path).expanduser()
-        header = {
-            "format": FORMAT,
-            "layer_names": json.dumps(self.layer_names),
-            "shrink": json.dumps(self.shrink),
-            "metadata": json.dumps(self.metadata),
-        }
-        write_safetensors_atomically(path, {n: getattr(self, n) for n in _TENSORS}, header)
-        return path
+        tensors = {n: getattr(self, n) for n in _TENSORS}
+        fields = {"layer_names": self.layer_names, "shrink": self.shrink, "metadata": self.metadata}
+        return save_tensors(path, FORMAT, VERSION, tensors, fields)
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> DurationSweepLines:
         """Read a file written by :meth:`save`."""
-        from tl_continuous.lines_of_thought.collect import read_safetensors
-
-        header, tensors = read_safetensors(path, FORMAT, "DurationSweepLines")
+        fields, tensors = load_tensors(path, FORMAT, VERSION, "DurationSweepLines")
         return cls(
             **{n: tensors[n] for n in _TENSORS},
-            layer_names=json.loads(header["layer_names"]),
-            shrink=[tuple(s) for s in json.loads(header["shrink"])],
-            metadata=json.loads(header["metadata"]),
+            layer_names=fields["layer_names"],
+            shrink=[tuple(s) for s in fields["shrink"]],
+            metadata=fields["metadata"],
         )

@@ -40,7 +40,7 @@ from scipy import stats as sps
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from tl_continuous.lines_of_thought.ensemble import BLOCK_HOOK_NAME, FINAL_NORM_HOOK
+from tl_continuous.lines_of_thought.hooks import BLOCK_HOOK_NAME, FINAL_NORM_HOOK
 
 __all__ = [
     "ResidualStatistics",

@@ -17,122 +17,34 @@ Trajectories are stored in float32 on the CPU whatever the model's dtype and dev
 
 from __future__ import annotations
 
-import json
 import os
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 import torch
 from jaxtyping import Float, Int
 from torch import Tensor
+
+from tl_continuous._io import load_tensors, save_tensors
+from tl_continuous.lines_of_thought.collect import Collected, collect_shards, collect_trajectories
+from tl_continuous.lines_of_thought.collect import load_shards as _load_shards
+from tl_continuous.lines_of_thought.hooks import (
+    HookKind,
+    layer_hook_names,
+    pilot_positions_from_mask,
+)
 
 if TYPE_CHECKING:
     from transformer_lens import HookedTransformer
 
     from tl_continuous.lines_of_thought.corpus import PseudoSentences
 
-__all__ = [
-    "BLOCK_HOOK_NAME",
-    "FINAL_NORM_HOOK",
-    "FORMAT",
-    "HookKind",
-    "LinesOfThought",
-    "layer_hook_names",
-    "parse_layer_hook_names",
-    "pilot_positions_from_mask",
-]
+__all__ = ["FORMAT", "VERSION", "LinesOfThought"]
 
-FORMAT = "tl_continuous.lines_of_thought/1"
-FINAL_NORM_HOOK = "ln_final.hook_normalized"
-HookKind = Literal["resid_pre", "resid_mid", "resid_post"]
-_HOOKS = ("resid_pre", "resid_mid", "resid_post")
-#: the block hooks a trajectory reads: group 1 is the block, group 2 the :data:`HookKind`
-BLOCK_HOOK_NAME = re.compile(r"blocks\.(\d+)\.hook_(resid_pre|resid_mid|resid_post)")
-
-
-def layer_hook_names(
-    n_layers: int,
-    hook: str = "resid_post",
-    layers: list[int] | None = None,
-    include_final_norm: bool = False,
-) -> list[str]:
-    """Hook names read for a trajectory, in layer order.
-
-    Args:
-        n_layers: the model's number of blocks.
-        hook: ``"resid_pre"``, ``"resid_mid"`` or ``"resid_post"``.
-        layers: block indices (0-based; block ``i``'s ``resid_post`` is ``x(t = i + 1)``);
-            default every block.
-        include_final_norm: append ``ln_final.hook_normalized`` (not a layer; see module doc).
-
-    >>> layer_hook_names(3, "resid_mid", [0, 2], include_final_norm=True)
-    ['blocks.0.hook_resid_mid', 'blocks.2.hook_resid_mid', 'ln_final.hook_normalized']
-    """
-    if hook not in _HOOKS:
-        raise ValueError(f"hook must be one of {_HOOKS} (got {hook!r})")
-    chosen = list(range(n_layers)) if layers is None else [int(i) for i in layers]
-    if not chosen and not include_final_norm:
-        raise ValueError("layers must name at least one block")
-    bad = [i for i in chosen if not 0 <= i < n_layers]
-    if bad:
-        raise ValueError(f"layers must be block indices in [0, {n_layers}) (got {bad})")
-    if len(set(chosen)) != len(chosen) or chosen != sorted(chosen):
-        raise ValueError(f"layers must be increasing and distinct (got {chosen})")
-    names = [f"blocks.{i}.hook_{hook}" for i in chosen]
-    if include_final_norm:
-        names.append(FINAL_NORM_HOOK)
-    return names
-
-
-def parse_layer_hook_names(names: list[str]) -> tuple[HookKind, list[int], bool]:
-    """The inverse of :func:`layer_hook_names`: ``(hook, layers, include_final_norm)``.
-
-    Raises:
-        ValueError: the names are not one hook kind's block hooks in block order, optionally
-            followed by :data:`FINAL_NORM_HOOK`.
-
-    >>> parse_layer_hook_names(["blocks.0.hook_resid_mid", "blocks.2.hook_resid_mid"])
-    ('resid_mid', [0, 2], False)
-    """
-    final = bool(names) and names[-1] == FINAL_NORM_HOOK
-    matches = [BLOCK_HOOK_NAME.fullmatch(n) for n in (names[:-1] if final else names)]
-    kinds = {m.group(2) for m in matches if m is not None}
-    if None in matches or len(kinds) > 1:
-        raise ValueError(
-            "layer_names must be blocks.{i}.hook_<one of resid_pre/mid/post>, optionally "
-            f"followed by {FINAL_NORM_HOOK} (got {names})"
-        )
-    blocks = [int(m.group(1)) for m in matches if m is not None]
-    hook = kinds.pop() if kinds else "resid_post"
-    if blocks != sorted(set(blocks)):
-        raise ValueError(f"layer_names must be in block order (got {names})")
-    return hook, blocks, final  # type: ignore[return-value]
-
-
-def pilot_positions_from_mask(
-    attention_mask: Int[Tensor, "batch pos"] | None, batch: int, pos: int
-) -> Int[Tensor, " batch"]:
-    """Index of each row's last non-pad token (the last position without a mask).
-
-    Works for left and right padding.
-
-    >>> pilot_positions_from_mask(torch.tensor([[1, 1, 0], [0, 1, 1]]), 2, 3).tolist()
-    [1, 2]
-    """
-    if attention_mask is None:
-        return torch.full((batch,), pos - 1, dtype=torch.long)
-    if attention_mask.shape != (batch, pos):
-        raise ValueError(
-            f"attention_mask must have shape {(batch, pos)} (got {tuple(attention_mask.shape)})"
-        )
-    mask = attention_mask.to("cpu").bool()
-    if not mask.any(dim=1).all():
-        raise ValueError("attention_mask has a row without any real token")
-    idx = torch.arange(pos).expand(batch, pos)
-    return torch.where(mask, idx, torch.full_like(idx, -1)).max(dim=1).values
+FORMAT = "tl_continuous.lines_of_thought"
+VERSION = 1
 
 
 @dataclass
@@ -327,10 +239,8 @@ class LinesOfThought:
             shard_dir: folder for resumable collection.
             progress: show a progress bar.
         """
-        from tl_continuous.lines_of_thought.collect import collect_shards, collect_trajectories
-
         if shard_dir is None:
-            return collect_trajectories(
+            collected = collect_trajectories(
                 model,
                 tokens_or_corpus,
                 attention_mask=attention_mask,
@@ -340,6 +250,7 @@ class LinesOfThought:
                 include_final_norm=include_final_norm,
                 progress=progress,
             )
+            return cls.from_collected(collected)
         collect_shards(
             model,
             tokens_or_corpus,
@@ -356,9 +267,18 @@ class LinesOfThought:
     @classmethod
     def from_shards(cls, shard_dir: str | os.PathLike[str]) -> LinesOfThought:
         """Merge a shard folder written by ``collect_shards`` (every batch must be there)."""
-        from tl_continuous.lines_of_thought.collect import load_shards
+        return cls.from_collected(_load_shards(shard_dir))
 
-        return load_shards(shard_dir)
+    @classmethod
+    def from_collected(cls, collected: Collected) -> LinesOfThought:
+        """The ensemble made of what a collection returned (see :mod:`.collect`)."""
+        return cls(
+            trajectories=collected.trajectories,
+            layer_names=list(collected.layer_names),
+            tokens=collected.tokens,
+            pilot_positions=collected.pilot_positions,
+            metadata=dict(collected.metadata),
+        )
 
     # -------------------------------------------------------------- save/load
     def save(self, path: str | os.PathLike[str]) -> Path:
@@ -366,21 +286,13 @@ class LinesOfThought:
 
         The file is written to a temporary name and renamed into place.
         """
-        from tl_continuous.lines_of_thought.collect import write_safetensors_atomically
-
-        tensors = {"trajectories": self.trajectories.contiguous()}
+        tensors = {"trajectories": self.trajectories}
         if self.tokens is not None:
-            tensors["tokens"] = self.tokens.contiguous()
+            tensors["tokens"] = self.tokens
         if self.pilot_positions is not None:
-            tensors["pilot_positions"] = self.pilot_positions.contiguous()
-        header = {
-            "format": FORMAT,
-            "layer_names": json.dumps(self.layer_names),
-            "metadata": json.dumps(self.metadata),
-        }
-        path = Path(path).expanduser()
-        write_safetensors_atomically(path, tensors, header)
-        return path
+            tensors["pilot_positions"] = self.pilot_positions
+        fields = {"layer_names": self.layer_names, "metadata": self.metadata}
+        return save_tensors(path, FORMAT, VERSION, tensors, fields)
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> LinesOfThought:
@@ -393,15 +305,13 @@ class LinesOfThought:
         >>> back.trajectories.shape
         torch.Size([2, 1, 3])
         """
-        from tl_continuous.lines_of_thought.collect import read_safetensors
-
-        header, tensors = read_safetensors(path, FORMAT, "LinesOfThought")
+        fields, tensors = load_tensors(path, FORMAT, VERSION, "LinesOfThought")
         return cls(
             trajectories=tensors["trajectories"],
-            layer_names=json.loads(header["layer_names"]),
+            layer_names=fields["layer_names"],
             tokens=tensors.get("tokens"),
             pilot_positions=tensors.get("pilot_positions"),
-            metadata=json.loads(header["metadata"]),
+            metadata=fields["metadata"],
         )
 
     def to_dict(self) -> dict[str, Any]:

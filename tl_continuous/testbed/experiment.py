@@ -75,7 +75,8 @@ def _continuous_logits(
     positions: bool,
 ) -> Float[Tensor, "batch pos vocab"]:
     """Run the model with durations through the plugin's mechanism (the one seam tests patch)."""
-    from tl_continuous import Durations, continuous
+    from tl_continuous.continuous.durations import Durations
+    from tl_continuous.continuous.signal import continuous
 
     with continuous(model, Durations(values), attention=attention, positions=positions):
         return model(tokens)

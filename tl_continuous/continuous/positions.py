@@ -1,4 +1,4 @@
-"""Real positions in TransformerLens models: rotary re-rotation and learned-table interpolation.
+"""Real positions: the table index of each token, and learned-table interpolation.
 
 **Origin convention.** A token ending at ``p_j = start + d_0 + ... + d_j`` (see
 :class:`~.durations.Durations`) is fed to the model at *table index* ``p_j - d_0``, that is
@@ -12,16 +12,11 @@ models, which are shift-invariant, compute exactly what they would at the positi
 linearly between rows ``floor(x)`` and ``floor(x) + 1`` of ``W_pos``; indices outside
 ``[0, n_ctx - 1]`` are an error.
 
-**Rotary.** TransformerLens rotates queries and keys by their integer positions before
-``hook_rot_q`` / ``hook_rot_k``. Rotations in the same planes compose, so a hook there
-rotates further by ``(index - integer position) * omega``; ``omega`` is read from the
-attention module's own ``calculate_sin_cos_rotary`` so the model's base, scaling (linear,
-NTK-by-parts, YaRN), partial ``rotary_dim`` and pair layout are all honoured.
+How the indices reach a model (rotary angles, learned rows) is a backend's business: see
+:mod:`tl_continuous.backends.hooked` and :mod:`tl_continuous.backends.bridge`.
 
->>> from tl_continuous.tiny import tiny_model
->>> attn = tiny_model("rotary").blocks[0].attn
->>> rotary_frequencies(attn).shape
-torch.Size([16])
+>>> table_index(torch.tensor([[1.0, 2.0, 3.0]]), torch.ones(1, 3))
+tensor([[0., 1., 2.]], dtype=torch.float64)
 """
 
 from __future__ import annotations
@@ -29,45 +24,12 @@ from __future__ import annotations
 import torch
 from jaxtyping import Float, Int, Shaped
 from torch import Tensor
-from transformer_lens import HookedTransformerConfig
-from transformer_lens.components.abstract_attention import AbstractAttention
 
 __all__ = [
-    "SUPPORTED_SCHEMES",
-    "check_positional_scheme",
     "integer_positions",
     "interpolate_table",
-    "rotary_frequencies",
-    "rotate_further",
     "table_index",
 ]
-
-SUPPORTED_SCHEMES = ("rotary", "standard")
-
-
-def check_positional_scheme(cfg: HookedTransformerConfig) -> None:
-    """Raise ``ValueError`` unless real positions are implemented for the model's scheme.
-
-    >>> from tl_continuous.tiny import tiny_config
-    >>> check_positional_scheme(tiny_config("rotary"))
-    >>> alibi = tiny_config("learned", positional_embedding_type="alibi")
-    >>> check_positional_scheme(alibi)  # doctest: +ELLIPSIS
-    Traceback (most recent call last):
-    ...
-    ValueError: continuous positions are not implemented for positional_embedding_type='alibi' ...
-    """
-    scheme = cfg.positional_embedding_type
-    if scheme not in SUPPORTED_SCHEMES:
-        raise ValueError(
-            f"continuous positions are not implemented for positional_embedding_type="
-            f"{scheme!r} (supported: 'rotary', 'standard'); pass positions=False to use "
-            "duration-weighted attention alone"
-        )
-    if scheme == "rotary" and cfg.use_dynamic_ntk_rope:
-        raise ValueError(
-            "continuous positions are not implemented for use_dynamic_ntk_rope=True (the "
-            "rotary base changes with the context length); pass positions=False"
-        )
 
 
 def table_index(
@@ -106,39 +68,6 @@ def integer_positions(
         return torch.arange(length, device=device)[None, :]
     ids = attention_mask.to(device).long().cumsum(dim=-1) - 1
     return ids.clamp(min=0)
-
-
-def rotary_frequencies(attn: AbstractAttention) -> Float[Tensor, " rotary_dim"]:
-    """Angle per unit position of each rotary dimension, float64, in the module's layout.
-
-    Read from the module's own ``calculate_sin_cos_rotary`` at position 1 (``atan2`` of its
-    sine and cosine, so amplitude factors such as YaRN's attention factor drop out).
-    """
-    rotary_dim = attn.cfg.rotary_dim
-    if rotary_dim is None:
-        raise ValueError("the attention module has no rotary_dim (not a rotary model)")
-    sin, cos = attn.calculate_sin_cos_rotary(
-        rotary_dim, 2, base=attn._rotary_base(), dtype=torch.float64
-    )
-    return torch.atan2(sin[1], cos[1])
-
-
-def rotate_further(
-    x: Float[Tensor, "batch pos head d_head"],
-    cos: Float[Tensor, "batch pos 1 rotary_dim"],
-    sin: Float[Tensor, "batch pos 1 rotary_dim"],
-    attn: AbstractAttention,
-) -> Float[Tensor, "batch pos head d_head"]:
-    """Rotate the rotary part of ``x`` by the angles whose cosines and sines are given.
-
-    Uses the module's own ``rotate_every_two`` so the pair layout is the model's.
-    """
-    rotary_dim = cos.shape[-1]
-    x_rot = x[..., :rotary_dim]
-    rotated = x_rot * cos + attn.rotate_every_two(x_rot) * sin
-    if rotary_dim == x.shape[-1]:
-        return rotated
-    return torch.cat([rotated, x[..., rotary_dim:]], dim=-1)
 
 
 def interpolate_table(

@@ -1,4 +1,4 @@
-"""The continuous signal spliced into a ``HookedTransformer``, and the ``continuous()`` context.
+"""The continuous signal spliced into a model, and the ``continuous()`` context.
 
 Installing splices a :class:`ContinuousSignal` module into the model as ``model.continuous``,
 with two HookPoints that every forward pass fires:
@@ -7,12 +7,14 @@ with two HookPoints that every forward pass fires:
 * ``continuous.hook_positions``: ``[batch, pos]`` positions ``start + cumsum(durations)``.
 
 Both appear in ``model.hook_dict`` and in ``run_with_cache`` caches; a user hook may read or
-overwrite them, and what it returns is what attention and positions use. The mechanism then
-lives in permanent hooks of TransformerLens' own HookPoints (``hook_attn_scores``,
-``hook_rot_q``, ``hook_rot_k``), prepended so that user hooks there see the continuous
-activations, plus plain PyTorch hooks that learn each forward's batch, length, padding mask
-and KV-cache offset. Permanent hooks survive the ``reset_hooks()`` that ``run_with_hooks`` and
-``transformer_lens.patching`` call; removal takes off exactly these hooks and no other.
+overwrite them, and what it returns is what attention and positions use. The model may be a
+``HookedTransformer`` or a ``TransformerBridge``: the mechanism's model-specific half (where a
+forward's batch, length, padding mask and KV-cache offset come from, how real positions reach
+rotary angles or learned rows) lives in :mod:`tl_continuous.backends`. On both, ``log d`` is
+added in permanent, prepended hooks of ``blocks.{i}.attn.hook_attn_scores``, so user hooks
+there see the continuous scores; permanent hooks survive the ``reset_hooks()`` that
+``run_with_hooks`` and ``transformer_lens.patching`` call, and removal takes off exactly
+these hooks and no other.
 
 Conventions: with an attention mask (left padding) the durations of pad tokens are ignored
 (positions count real tokens only); under a KV cache, tokens beyond the given durations get
@@ -39,7 +41,7 @@ False
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -47,21 +49,12 @@ from typing import Any
 import torch
 from jaxtyping import Float
 from torch import Tensor, nn
-from torch.utils.hooks import RemovableHandle
-from transformer_lens import HookedTransformer
-from transformer_lens.components.abstract_attention import AbstractAttention
-from transformer_lens.hook_points import HookPoint, LensHandle
+from transformer_lens.hook_points import HookPoint
 
-from tl_continuous.continuous.attention import add_log_durations, log_durations
+from tl_continuous.backends import backend_for
+from tl_continuous.continuous.attention import log_durations
 from tl_continuous.continuous.durations import Durations
-from tl_continuous.continuous.positions import (
-    check_positional_scheme,
-    integer_positions,
-    interpolate_table,
-    rotary_frequencies,
-    rotate_further,
-    table_index,
-)
+from tl_continuous.continuous.positions import table_index
 
 __all__ = [
     "ContinuousHandle",
@@ -86,8 +79,8 @@ class SignalState:
         log_d: ``[batch, key_pos]`` float32 (or float64) logs of the durations.
         index: ``[batch, key_pos]`` float64 table indices (see :func:`.positions.table_index`).
         valid: ``[batch, key_pos]`` attention mask, or ``None`` without padding.
-        rotary_delta: float64 ``index - integer positions`` (rotary models), or ``None``.
-        rotary: cache of ``(cos, sin)`` per frequency group, device and dtype.
+        extra: what a backend derives from the state and keeps for the rest of the forward
+            (rotation angles per device and dtype, ...).
     """
 
     key: tuple[int, int, int, bool]
@@ -96,8 +89,12 @@ class SignalState:
     log_d: Tensor
     index: Tensor
     valid: Tensor | None
-    rotary_delta: Tensor | None
-    rotary: dict[tuple[int, str, torch.dtype], tuple[Tensor, Tensor]] = field(default_factory=dict)
+    extra: dict[Any, Any] = field(default_factory=dict)
+
+    @property
+    def offset(self) -> int:
+        """Number of cached keys (KV cache) before this forward's tokens."""
+        return self.key[2]
 
 
 class ContinuousSignal(nn.Module):
@@ -105,20 +102,21 @@ class ContinuousSignal(nn.Module):
 
     Args:
         durations: the :class:`Durations` (one row broadcasts over the token batch).
-        frequencies: per frequency group, the rotary angles per unit position (empty for
-            non-rotary models).
 
     The module has no parameters or buffers, so it leaves ``state_dict`` unchanged.
     """
 
-    def __init__(self, durations: Durations, frequencies: Sequence[Tensor] = ()) -> None:
+    def __init__(self, durations: Durations) -> None:
         super().__init__()
         self.hook_durations = HookPoint()
         self.hook_positions = HookPoint()
         self.durations = durations
-        self.frequencies = list(frequencies)
         self.state: SignalState | None = None
         self.handle: ContinuousHandle | None = None
+
+    def get_hooks(self) -> dict[str, HookPoint]:
+        """The signal's HookPoints by local name (how a ``TransformerBridge`` finds them)."""
+        return {"hook_durations": self.hook_durations, "hook_positions": self.hook_positions}
 
     def reset(self) -> None:
         """Forget the current forward's state (called at the start of every forward)."""
@@ -190,37 +188,17 @@ class ContinuousSignal(nn.Module):
                 "positions returned by continuous.hook_positions must be non-decreasing along "
                 "the sequence (a token cannot end before the one it follows)"
             )
-        index = table_index(positions, d, valid)
-        delta = None
-        if self.frequencies:
-            delta = index - integer_positions(valid, length, device).to(torch.float64)
         return SignalState(
             key=(batch, length, offset, attention_mask is not None),
             durations=d,
             positions=positions,
             log_d=log_durations(d),
-            index=index,
+            index=table_index(positions, d, valid),
             valid=valid,
-            rotary_delta=delta,
         )
 
-    def rotation(
-        self, group: int, device: torch.device, dtype: torch.dtype
-    ) -> tuple[
-        Float[Tensor, "batch key_pos 1 rotary_dim"], Float[Tensor, "batch key_pos 1 rotary_dim"]
-    ]:
-        """``cos`` and ``sin`` of the extra rotary angles of a frequency group."""
-        state = self._current()
-        key = (group, str(device), dtype)
-        if key not in state.rotary:
-            if state.rotary_delta is None:
-                raise RuntimeError("rotary angles requested for a model without rotary groups")
-            omega = self.frequencies[group].to(device)
-            angles = state.rotary_delta.to(device)[..., None, None] * omega
-            state.rotary[key] = (angles.cos().to(dtype), angles.sin().to(dtype))
-        return state.rotary[key]
-
-    def _current(self) -> SignalState:
+    def current(self) -> SignalState:
+        """The state of the running forward (``RuntimeError`` outside a forward)."""
         if self.state is None:
             raise RuntimeError(
                 "the continuous signal was used outside a forward pass of the model it is "
@@ -246,10 +224,9 @@ class ContinuousHandle:
         signal: the spliced :class:`ContinuousSignal` (``model.continuous``).
     """
 
-    model: HookedTransformer
+    model: nn.Module
     signal: ContinuousSignal
-    lens_handles: list[tuple[HookPoint, LensHandle]] = field(default_factory=list)
-    torch_handles: list[RemovableHandle] = field(default_factory=list)
+    undo: list[Callable[[], None]] = field(default_factory=list)
     removed: bool = False
 
     @property
@@ -267,15 +244,9 @@ class ContinuousHandle:
         if self.removed:
             return
         self.removed = True
-        for handle in self.torch_handles:
-            handle.remove()
-        for point, lens in self.lens_handles:
-            lens.hook.remove()
-            point.fwd_hooks = [h for h in point.fwd_hooks if h is not lens]
+        for undo in reversed(self.undo):
+            undo()
         self.signal.reset()
-        if getattr(self.model, SIGNAL_NAME, None) is self.signal:
-            delattr(self.model, SIGNAL_NAME)
-        self.model.setup()
 
     def __enter__(self) -> ContinuousHandle:
         return self
@@ -292,7 +263,7 @@ def _as_durations(durations: Durations | Tensor) -> Durations:
     raise TypeError(f"durations must be a Durations or a tensor (got {type(durations).__name__})")
 
 
-def _check_layers(model: HookedTransformer, layers: Sequence[int] | None) -> list[int]:
+def _check_layers(model: Any, layers: Sequence[int] | None) -> list[int]:
     n_layers = model.cfg.n_layers
     if layers is None:
         return list(range(n_layers))
@@ -303,24 +274,8 @@ def _check_layers(model: HookedTransformer, layers: Sequence[int] | None) -> lis
     return chosen
 
 
-def _frequency_groups(model: HookedTransformer) -> tuple[list[Tensor], list[int]]:
-    """Distinct rotary frequency vectors and each layer's group (layers may differ)."""
-    groups: list[Tensor] = []
-    layer_group: list[int] = []
-    for block in model.blocks:
-        omega = rotary_frequencies(block.attn)
-        for g, known in enumerate(groups):
-            if known.shape == omega.shape and torch.equal(known, omega):
-                layer_group.append(g)
-                break
-        else:
-            groups.append(omega)
-            layer_group.append(len(groups) - 1)
-    return groups, layer_group
-
-
 def install_continuous(
-    model: HookedTransformer,
+    model: nn.Module,
     durations: Durations | Float[Tensor, "batch pos"] | Float[Tensor, " pos"],
     *,
     layers: Sequence[int] | None = None,
@@ -330,7 +285,7 @@ def install_continuous(
     """Make every forward of ``model`` continuous until the returned handle is removed.
 
     Args:
-        model: a ``HookedTransformer``.
+        model: a ``HookedTransformer`` or a ``TransformerBridge``.
         durations: a :class:`Durations` (or a tensor of durations, ``start = 0``).
         layers: layers whose attention gets the log-duration term (default: all).
             Positions are real in every layer regardless.
@@ -342,6 +297,7 @@ def install_continuous(
         the installation.
 
     Raises:
+        TypeError: ``model`` is not a TransformerLens model.
         ValueError: the model already has a continuous signal, ``layers`` are out of range,
             or ``positions=True`` on a positional scheme that is not supported.
 
@@ -354,8 +310,7 @@ def install_continuous(
     >>> "continuous.hook_durations" in model.hook_dict
     False
     """
-    if not isinstance(model, HookedTransformer):
-        raise TypeError(f"model must be a HookedTransformer (got {type(model).__name__})")
+    backend = backend_for(model)
     if isinstance(getattr(model, SIGNAL_NAME, None), ContinuousSignal):
         raise ValueError(
             "model already has a continuous signal installed; remove it first "
@@ -365,30 +320,16 @@ def install_continuous(
         raise ValueError(f"model already has an attribute {SIGNAL_NAME!r}")
     durations = _as_durations(durations)
     chosen = _check_layers(model, layers)
-    scheme = model.cfg.positional_embedding_type
     if positions:
-        check_positional_scheme(model.cfg)
-    rotary = positions and scheme == "rotary"
-    groups, layer_group = _frequency_groups(model) if rotary else ([], [])
+        backend.check_positions(model)
 
-    signal = ContinuousSignal(durations, groups)
+    signal = ContinuousSignal(durations)
     handle = ContinuousHandle(model=model, signal=signal)
-    setattr(model, SIGNAL_NAME, signal)
     try:
-        model.setup()
-        _add_state_hooks(model, signal, handle)
-        for layer, block in enumerate(model.blocks):
-            attn = block.attn
-            if attention and layer in chosen:
-                _add_lens_hook(handle, attn.hook_attn_scores, _scores_hook(signal))
-            if rotary:
-                group = layer_group[layer]
-                _add_lens_hook(handle, attn.hook_rot_q, _rotary_hook(signal, attn, group, True))
-                _add_lens_hook(handle, attn.hook_rot_k, _rotary_hook(signal, attn, group, False))
-        if positions and scheme == "standard":
-            handle.torch_handles.append(
-                model.pos_embed.register_forward_hook(_pos_embed_hook(signal), with_kwargs=True)
-            )
+        handle.undo.append(backend.attach_signal(model, signal))
+        handle.undo.extend(
+            backend.install(model, signal, layers=chosen, attention=attention, positions=positions)
+        )
     except BaseException:
         handle.remove()
         raise
@@ -396,83 +337,7 @@ def install_continuous(
     return handle
 
 
-def _add_lens_hook(handle: ContinuousHandle, point: HookPoint, fn: Any) -> None:
-    before = {id(h) for h in point.fwd_hooks}
-    point.add_hook(fn, dir="fwd", is_permanent=True, prepend=True)
-    (added,) = [h for h in point.fwd_hooks if id(h) not in before]
-    handle.lens_handles.append((point, added))
-
-
-def _add_state_hooks(
-    model: HookedTransformer, signal: ContinuousSignal, handle: ContinuousHandle
-) -> None:
-    """Reset the state at every forward; compute it before the first attention layer."""
-
-    def reset(module: nn.Module, args: Any) -> None:
-        signal.reset()
-
-    def before_attention(module: nn.Module, args: Any, kwargs: dict[str, Any]) -> None:
-        query = kwargs["query_input"] if "query_input" in kwargs else args[0]
-        entry = kwargs.get("past_kv_cache_entry")
-        offset = 0 if entry is None else int(entry.past_keys.shape[1])
-        signal.ensure(
-            int(query.shape[0]),
-            offset + int(query.shape[1]),
-            offset,
-            kwargs.get("attention_mask"),
-            query.device,
-        )
-
-    handle.torch_handles.append(model.register_forward_pre_hook(reset))
-    handle.torch_handles.append(model.embed.register_forward_pre_hook(reset))
-    for block in model.blocks:
-        handle.torch_handles.append(
-            block.attn.register_forward_pre_hook(before_attention, with_kwargs=True)
-        )
-
-
-def _scores_hook(signal: ContinuousSignal) -> Any:
-    def hook(scores: Tensor, hook: HookPoint) -> Tensor:
-        state = signal._current()
-        if scores.shape[-1] != state.log_d.shape[-1]:
-            raise RuntimeError(
-                f"attention scores have {scores.shape[-1]} keys but the signal has "
-                f"{state.log_d.shape[-1]}"
-            )
-        return add_log_durations(scores, state.log_d)
-
-    return hook
-
-
-def _rotary_hook(signal: ContinuousSignal, attn: AbstractAttention, group: int, query: bool) -> Any:
-    def hook(x: Tensor, hook: HookPoint) -> Tensor:
-        cos, sin = signal.rotation(group, x.device, x.dtype)
-        if query:
-            cos, sin = cos[:, -x.shape[1] :], sin[:, -x.shape[1] :]
-        return rotate_further(x, cos, sin, attn)
-
-    return hook
-
-
-def _pos_embed_hook(signal: ContinuousSignal) -> Any:
-    def hook(module: nn.Module, args: Any, kwargs: dict[str, Any], output: Tensor) -> Tensor:
-        names = ("tokens", "past_kv_pos_offset", "attention_mask")
-        given = dict(zip(names, args, strict=False)) | kwargs
-        tokens = given["tokens"]
-        offset = int(given.get("past_kv_pos_offset", 0) or 0)
-        mask = given.get("attention_mask")
-        state = signal.ensure(
-            int(tokens.shape[0]), offset + int(tokens.shape[-1]), offset, mask, output.device
-        )
-        valid = None if state.valid is None else state.valid[:, offset:]
-        table = module.W_pos
-        assert isinstance(table, Tensor)
-        return interpolate_table(table, state.index[:, offset:], valid)
-
-    return hook
-
-
-def remove_continuous(model: HookedTransformer) -> bool:
+def remove_continuous(model: nn.Module) -> bool:
     """Remove the continuous signal installed in ``model``; ``False`` if there was none.
 
     >>> from tl_continuous.tiny import tiny_model
@@ -488,7 +353,7 @@ def remove_continuous(model: HookedTransformer) -> bool:
 
 @contextmanager
 def continuous(
-    model: HookedTransformer,
+    model: nn.Module,
     durations: Durations | Float[Tensor, "batch pos"] | Float[Tensor, " pos"],
     *,
     layers: Sequence[int] | None = None,

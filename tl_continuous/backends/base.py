@@ -1,0 +1,71 @@
+"""What a backend provides: the seam between the package and a model's internals.
+
+A backend knows, for one kind of model, where a forward pass's facts come from (batch,
+number of keys, KV-cache offset, padding mask), how real positions reach the model (rotary
+angles or learned position rows), how the continuous signal's HookPoints are registered and
+removed, and how to run a forward that reuses a key/value cache. Everything else in the
+package is written once against this interface and the public TransformerLens API that both
+kinds share (``hook_dict``, ``hooks()``, ``run_with_hooks``, ``run_with_cache``, ``cfg``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol, runtime_checkable
+
+from transformer_lens.hook_points import HookPoint
+
+__all__ = ["Backend", "Undo", "add_permanent_hook"]
+
+#: removes one thing an installation added
+Undo = Callable[[], None]
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """The interface each backend module exposes as ``BACKEND``."""
+
+    name: str
+
+    def positional_scheme(self, model: Any) -> str:
+        """``"rotary"``, ``"learned"``, or the name of a scheme with no real positions."""
+        ...
+
+    def check_positions(self, model: Any) -> None:
+        """Raise ``ValueError`` naming the scheme when real positions are not implemented."""
+        ...
+
+    def attach_signal(self, model: Any, signal: Any) -> Undo:
+        """Splice the ``ContinuousSignal`` into ``model`` as ``model.continuous`` (its
+        HookPoints then appear in ``hook_dict`` and caches); return what detaches it."""
+        ...
+
+    def install(
+        self,
+        model: Any,
+        signal: Any,
+        *,
+        layers: Sequence[int],
+        attention: bool,
+        positions: bool,
+    ) -> list[Undo]:
+        """Add the hooks that make every forward continuous; return one undo per hook."""
+        ...
+
+
+def add_permanent_hook(point: HookPoint, fn: Callable[..., Any]) -> Undo:
+    """Prepend a permanent forward hook to a HookPoint; return what removes exactly it.
+
+    Permanent hooks survive ``reset_hooks()`` (which ``run_with_hooks`` and
+    ``transformer_lens.patching`` call); prepended ones run before user hooks, so a user
+    hook on the same point sees the continuous activation.
+    """
+    before = {id(h) for h in point.fwd_hooks}
+    point.add_hook(fn, dir="fwd", is_permanent=True, prepend=True)
+    (added,) = [h for h in point.fwd_hooks if id(h) not in before]
+
+    def undo() -> None:
+        added.hook.remove()
+        point.fwd_hooks = [h for h in point.fwd_hooks if h is not added]
+
+    return undo

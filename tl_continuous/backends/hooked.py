@@ -1,0 +1,257 @@
+"""The ``HookedTransformer`` backend (TransformerLens 3.x).
+
+Where a forward's facts come from: a pre-hook on every attention module reads the batch,
+the query length, the padding mask and the KV-cache offset from its arguments (TransformerLens
+has no hook that sees them all at once). Real positions: TransformerLens rotates queries and
+keys by integer positions before ``hook_rot_q`` / ``hook_rot_k``; rotations in the same
+planes compose, so a hook there rotates further by ``(index - integer position) * omega``,
+with ``omega`` read from the module's own ``calculate_sin_cos_rotary`` (its base, scaling,
+partial ``rotary_dim`` and pair layout are honoured). Learned positions: a forward hook on
+``pos_embed`` returns the interpolated rows of ``W_pos``. The signal is registered by
+``setattr`` plus ``model.setup()``, which rebuilds ``hook_dict``.
+
+>>> from tl_continuous.tiny import tiny_model
+>>> BACKEND.positional_scheme(tiny_model("learned"))
+'learned'
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from jaxtyping import Float
+from torch import Tensor, nn
+from transformer_lens.components.abstract_attention import AbstractAttention
+from transformer_lens.hook_points import HookPoint
+
+from tl_continuous.backends.base import Undo, add_permanent_hook
+from tl_continuous.continuous.attention import add_log_durations
+from tl_continuous.continuous.positions import integer_positions, interpolate_table
+
+__all__ = ["BACKEND", "HookedBackend", "rotary_frequencies", "rotate_further"]
+
+SIGNAL_NAME = "continuous"
+_SCHEMES = {"rotary": "rotary", "standard": "learned"}
+
+
+def rotary_frequencies(attn: AbstractAttention) -> Float[Tensor, " rotary_dim"]:
+    """Angle per unit position of each rotary dimension, float64, in the module's layout.
+
+    Read from the module's own ``calculate_sin_cos_rotary`` at position 1 (``atan2`` of its
+    sine and cosine, so amplitude factors such as YaRN's attention factor drop out).
+
+    >>> from tl_continuous.tiny import tiny_model
+    >>> rotary_frequencies(tiny_model("rotary").blocks[0].attn).shape
+    torch.Size([16])
+    """
+    rotary_dim = attn.cfg.rotary_dim
+    if rotary_dim is None:
+        raise ValueError("the attention module has no rotary_dim (not a rotary model)")
+    sin, cos = attn.calculate_sin_cos_rotary(
+        rotary_dim, 2, base=attn._rotary_base(), dtype=torch.float64
+    )
+    return torch.atan2(sin[1], cos[1])
+
+
+def rotate_further(
+    x: Float[Tensor, "batch pos head d_head"],
+    cos: Float[Tensor, "batch pos 1 rotary_dim"],
+    sin: Float[Tensor, "batch pos 1 rotary_dim"],
+    attn: AbstractAttention,
+) -> Float[Tensor, "batch pos head d_head"]:
+    """Rotate the rotary part of ``x`` by the angles whose cosines and sines are given.
+
+    Uses the module's own ``rotate_every_two`` so the pair layout is the model's.
+    """
+    rotary_dim = cos.shape[-1]
+    x_rot = x[..., :rotary_dim]
+    rotated = x_rot * cos + attn.rotate_every_two(x_rot) * sin
+    if rotary_dim == x.shape[-1]:
+        return rotated
+    return torch.cat([rotated, x[..., rotary_dim:]], dim=-1)
+
+
+def _frequency_groups(model: Any) -> tuple[list[Tensor], list[int]]:
+    """Distinct rotary frequency vectors and each layer's group (layers may differ)."""
+    groups: list[Tensor] = []
+    layer_group: list[int] = []
+    for block in model.blocks:
+        omega = rotary_frequencies(block.attn)
+        for g, known in enumerate(groups):
+            if known.shape == omega.shape and torch.equal(known, omega):
+                layer_group.append(g)
+                break
+        else:
+            groups.append(omega)
+            layer_group.append(len(groups) - 1)
+    return groups, layer_group
+
+
+class HookedBackend:
+    """The :class:`~.base.Backend` of ``HookedTransformer``."""
+
+    name = "hooked"
+
+    def positional_scheme(self, model: Any) -> str:
+        scheme = str(model.cfg.positional_embedding_type)
+        return _SCHEMES.get(scheme, scheme)
+
+    def check_positions(self, model: Any) -> None:
+        scheme = model.cfg.positional_embedding_type
+        if scheme not in _SCHEMES:
+            raise ValueError(
+                f"continuous positions are not implemented for positional_embedding_type="
+                f"{scheme!r} (supported: 'rotary', 'standard'); pass positions=False to use "
+                "duration-weighted attention alone"
+            )
+        if scheme == "rotary" and model.cfg.use_dynamic_ntk_rope:
+            raise ValueError(
+                "continuous positions are not implemented for use_dynamic_ntk_rope=True (the "
+                "rotary base changes with the context length); pass positions=False"
+            )
+
+    def attach_signal(self, model: Any, signal: Any) -> Undo:
+        setattr(model, SIGNAL_NAME, signal)
+
+        def detach() -> None:
+            if getattr(model, SIGNAL_NAME, None) is signal:
+                delattr(model, SIGNAL_NAME)
+            model.setup()
+
+        try:
+            model.setup()
+        except BaseException:
+            detach()
+            raise
+        return detach
+
+    def install(
+        self,
+        model: Any,
+        signal: Any,
+        *,
+        layers: Sequence[int],
+        attention: bool,
+        positions: bool,
+    ) -> list[Undo]:
+        undo: list[Undo] = []
+        try:
+            undo.extend(_state_hooks(model, signal))
+            scheme = self.positional_scheme(model) if positions else None
+            groups, layer_group = _frequency_groups(model) if scheme == "rotary" else ([], [])
+            for layer, block in enumerate(model.blocks):
+                attn = block.attn
+                if attention and layer in layers:
+                    undo.append(add_permanent_hook(attn.hook_attn_scores, _scores_hook(signal)))
+                if scheme == "rotary":
+                    omega = groups[layer_group[layer]]
+                    key = layer_group[layer]
+                    undo.append(
+                        add_permanent_hook(
+                            attn.hook_rot_q, _rotary_hook(signal, attn, omega, key, query=True)
+                        )
+                    )
+                    undo.append(
+                        add_permanent_hook(
+                            attn.hook_rot_k, _rotary_hook(signal, attn, omega, key, query=False)
+                        )
+                    )
+            if scheme == "learned":
+                handle = model.pos_embed.register_forward_hook(
+                    _pos_embed_hook(signal), with_kwargs=True
+                )
+                undo.append(handle.remove)
+        except BaseException:
+            for u in reversed(undo):
+                u()
+            raise
+        return undo
+
+
+def _state_hooks(model: Any, signal: Any) -> list[Undo]:
+    """Reset the state at every forward; compute it before the first attention layer."""
+
+    def reset(module: nn.Module, args: Any) -> None:
+        signal.reset()
+
+    def before_attention(module: nn.Module, args: Any, kwargs: dict[str, Any]) -> None:
+        query = kwargs["query_input"] if "query_input" in kwargs else args[0]
+        entry = kwargs.get("past_kv_cache_entry")
+        offset = 0 if entry is None else int(entry.past_keys.shape[1])
+        signal.ensure(
+            int(query.shape[0]),
+            offset + int(query.shape[1]),
+            offset,
+            kwargs.get("attention_mask"),
+            query.device,
+        )
+
+    handles = [model.register_forward_pre_hook(reset), model.embed.register_forward_pre_hook(reset)]
+    for block in model.blocks:
+        handles.append(block.attn.register_forward_pre_hook(before_attention, with_kwargs=True))
+    return [h.remove for h in handles]
+
+
+def _scores_hook(signal: Any) -> Any:
+    def hook(scores: Tensor, hook: HookPoint) -> Tensor:
+        state = signal.current()
+        if scores.shape[-1] != state.log_d.shape[-1]:
+            raise RuntimeError(
+                f"attention scores have {scores.shape[-1]} keys but the signal has "
+                f"{state.log_d.shape[-1]}"
+            )
+        return add_log_durations(scores, state.log_d)
+
+    return hook
+
+
+def _rotation(
+    signal: Any, omega: Tensor, group: int, device: torch.device, dtype: torch.dtype
+) -> tuple[Tensor, Tensor]:
+    """``cos`` and ``sin`` ``[batch, key_pos, 1, rotary_dim]`` of the extra rotary angles."""
+    state = signal.current()
+    key = ("rotary", group, str(device), dtype)
+    if key not in state.extra:
+        if "rotary_delta" not in state.extra:
+            length = state.index.shape[-1]
+            whole = integer_positions(state.valid, length, state.index.device)
+            state.extra["rotary_delta"] = state.index - whole.to(torch.float64)
+        angles = state.extra["rotary_delta"].to(device)[..., None, None] * omega.to(device)
+        state.extra[key] = (angles.cos().to(dtype), angles.sin().to(dtype))
+    cos_sin: tuple[Tensor, Tensor] = state.extra[key]
+    return cos_sin
+
+
+def _rotary_hook(
+    signal: Any, attn: AbstractAttention, omega: Tensor, group: int, query: bool
+) -> Any:
+    def hook(x: Tensor, hook: HookPoint) -> Tensor:
+        cos, sin = _rotation(signal, omega, group, x.device, x.dtype)
+        if query:
+            cos, sin = cos[:, -x.shape[1] :], sin[:, -x.shape[1] :]
+        return rotate_further(x, cos, sin, attn)
+
+    return hook
+
+
+def _pos_embed_hook(signal: Any) -> Any:
+    def hook(module: nn.Module, args: Any, kwargs: dict[str, Any], output: Tensor) -> Tensor:
+        names = ("tokens", "past_kv_pos_offset", "attention_mask")
+        given = dict(zip(names, args, strict=False)) | kwargs
+        tokens = given["tokens"]
+        offset = int(given.get("past_kv_pos_offset", 0) or 0)
+        mask = given.get("attention_mask")
+        state = signal.ensure(
+            int(tokens.shape[0]), offset + int(tokens.shape[-1]), offset, mask, output.device
+        )
+        valid = None if state.valid is None else state.valid[:, offset:]
+        table = module.W_pos
+        assert isinstance(table, Tensor)
+        return interpolate_table(table, state.index[:, offset:], valid)
+
+    return hook
+
+
+BACKEND = HookedBackend()

@@ -1,4 +1,8 @@
-"""Tiny random ``HookedTransformer``s built from a config: no files, milliseconds to build.
+"""Tiny random models built from a config: no files, milliseconds to build.
+
+:func:`tiny_model` builds a ``HookedTransformer`` (TransformerLens 3.x); :func:`tiny_bridge` a
+``TransformerBridge`` around a tiny random Hugging Face model of the same shape (Llama-like
+with grouped-query attention, GPT-NeoX-like partial rotary, GPT-2-like learned positions).
 
 They exist for tests, doctests and examples of the mechanics. They have no tokenizer:
 feed them token ids.
@@ -10,12 +14,15 @@ torch.Size([1, 3, 50])
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
-from transformer_lens import HookedTransformer, HookedTransformerConfig
+from torch import nn
 
-__all__ = ["TinyKind", "tiny_config", "tiny_model"]
+if TYPE_CHECKING:
+    from transformer_lens import HookedTransformer, HookedTransformerConfig
+
+__all__ = ["TinyKind", "tiny_bridge", "tiny_config", "tiny_model"]
 
 TinyKind = Literal["rotary", "rotary-partial", "learned", "nopos"]
 
@@ -85,6 +92,8 @@ def tiny_config(
             f"kind must be one of 'rotary', 'rotary-partial', 'learned', 'nopos' (got {kind!r})"
         )
     common |= overrides
+    from transformer_lens import HookedTransformerConfig
+
     return HookedTransformerConfig(**common)
 
 
@@ -100,6 +109,8 @@ def tiny_model(
 
     ``"nopos"`` zeroes ``W_pos`` so that the model sees no position at all.
     """
+    from transformer_lens import HookedTransformer
+
     model = HookedTransformer(
         tiny_config(kind, n_layers=n_layers, dtype=dtype, seed=seed, **overrides)
     )
@@ -107,3 +118,86 @@ def tiny_model(
         with torch.no_grad():
             model.W_pos.zero_()
     return model.eval()
+
+
+def _hf_tiny(kind: str, n_layers: int, **overrides: Any) -> tuple[Any, str]:
+    """A tiny random Hugging Face causal LM of the kind, with eager attention."""
+    import transformers
+
+    shape: dict[str, Any]
+    if kind == "rotary":
+        shape = {
+            "vocab_size": 50,
+            "hidden_size": 64,
+            "intermediate_size": 128,
+            "num_hidden_layers": n_layers,
+            "num_attention_heads": 4,
+            "num_key_value_heads": 2,
+            "max_position_embeddings": 64,
+            "rope_theta": 10000.0,
+        }
+        arch = "LlamaForCausalLM"
+        config: Any = transformers.LlamaConfig(**(shape | overrides))
+    elif kind == "rotary-partial":
+        shape = {
+            "vocab_size": 50,
+            "hidden_size": 64,
+            "intermediate_size": 128,
+            "num_hidden_layers": n_layers,
+            "num_attention_heads": 4,
+            "max_position_embeddings": 64,
+            "rotary_pct": 0.5,
+            "rotary_emb_base": 500,
+        }
+        arch = "GPTNeoXForCausalLM"
+        config = transformers.GPTNeoXConfig(**(shape | overrides))
+    elif kind in ("learned", "nopos"):
+        shape = {
+            "vocab_size": 50,
+            "n_embd": 64,
+            "n_layer": n_layers,
+            "n_head": 4,
+            "n_positions": 64,
+        }
+        arch = "GPT2LMHeadModel"
+        config = transformers.GPT2Config(**(shape | overrides))
+    else:
+        raise ValueError(
+            f"kind must be one of 'rotary', 'rotary-partial', 'learned', 'nopos' (got {kind!r})"
+        )
+    config._attn_implementation = "eager"
+    model = getattr(transformers, arch)(config)
+    return model, arch
+
+
+def tiny_bridge(
+    kind: TinyKind = "rotary",
+    *,
+    n_layers: int = 2,
+    dtype: torch.dtype = torch.float32,
+    seed: int = 0,
+    **overrides: Any,
+) -> nn.Module:
+    """A ``TransformerBridge`` around a tiny random Hugging Face model, in eval mode.
+
+    Kinds as in :func:`tiny_config`: ``"rotary"`` is a Llama (RMS norm, gated MLP, 4 query and
+    2 key/value heads), ``"rotary-partial"`` a GPT-NeoX (rotary on half of each head),
+    ``"learned"`` a GPT-2, ``"nopos"`` a GPT-2 with an all-zero position table. The bridge
+    computes in Hugging Face numerics (no compatibility mode). ``overrides`` go to the Hugging
+    Face config (e.g. ``rope_scaling``).
+
+    >>> bridge = tiny_bridge("learned")
+    >>> bridge(torch.tensor([[1, 2, 3]])).shape
+    torch.Size([1, 3, 50])
+    """
+    from transformer_lens.model_bridge.sources._bridge_builder import build_bridge_from_module
+
+    torch.manual_seed(seed)
+    hf, arch = _hf_tiny(kind, n_layers, **overrides)
+    hf = hf.to(dtype).eval()
+    if kind == "nopos":
+        with torch.no_grad():
+            hf.transformer.wpe.weight.zero_()
+    bridge = build_bridge_from_module(hf, arch, hf_config=hf.config)
+    bridge.cfg.dtype = dtype
+    return bridge.eval()

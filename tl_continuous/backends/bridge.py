@@ -1,0 +1,221 @@
+"""The ``TransformerBridge`` backend (TransformerLens 3.9 and 4.x, any Hugging Face model).
+
+A bridge runs the Hugging Face model it wraps, so the continuous mechanism goes where Hugging
+Face computes:
+
+* **Per-forward state.** A forward pre-hook on the wrapped base model (``LlamaModel``,
+  ``GPT2Model``, ...: ``original_model.base_model``) sees ``input_ids`` (or
+  ``inputs_embeds``), the 2-D ``attention_mask`` and ``past_key_values`` on every call, also
+  under ``run_with_hooks`` / ``run_with_cache`` / ``generate``; it computes the signal there, so
+  ``continuous.hook_durations`` and ``continuous.hook_positions`` fire inside the forward.
+* **Duration-weighted attention.** ``log d`` is added in permanent, prepended hooks of
+  ``blocks.{i}.attn.hook_attn_scores`` (pre-softmax, after the mask, as on
+  ``HookedTransformer``).
+* **Rotary positions.** A forward pre-hook on each Hugging Face rotary module replaces its
+  ``position_ids`` argument by the real table indices of the new tokens. Hugging Face then
+  builds ``cos``/``sin`` itself, so the model's own rope variant (grouped-query attention,
+  partial rotary, linear / dynamic / YaRN / llama3 scaling) is honoured, and the masks, built
+  before from the integer positions, are untouched. (Passing fractional ``position_ids`` to
+  the model's forward instead would trip Hugging Face's packed-sequence detection.)
+* **Learned positions.** A forward hook on the position-embedding table (GPT-2's ``wpe``)
+  returns rows interpolated at the real indices (:func:`.positions.interpolate_table`).
+* **The signal's HookPoints.** ``TransformerBridge.__setattr__`` registers a module that has
+  ``get_hooks()``; removal deletes the attribute and the two registry entries.
+
+Other positional schemes (ALiBi, relative buckets, ...) raise an error that names them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from transformer_lens.hook_points import HookPoint
+
+from tl_continuous.backends.base import Undo, add_permanent_hook
+from tl_continuous.continuous.attention import add_log_durations
+from tl_continuous.continuous.positions import interpolate_table
+
+__all__ = ["BACKEND", "BridgeBackend", "base_model", "rotary_modules"]
+
+SIGNAL_NAME = "continuous"
+_SCHEMES = {"rotary": "rotary", "standard": "learned"}
+
+
+def base_model(model: Any) -> nn.Module:
+    """The Hugging Face base model (the one that takes ``input_ids``) a bridge wraps."""
+    hf = model.original_model
+    base = getattr(hf, "base_model", None)
+    if not isinstance(base, nn.Module):
+        raise ValueError(f"cannot find the base model of {type(hf).__name__}")
+    return base
+
+
+def rotary_modules(model: Any) -> list[nn.Module]:
+    """The Hugging Face rotary-embedding modules of a bridge (one, or one per attention type)."""
+    found: list[nn.Module] = []
+    for module in base_model(model).modules():
+        inner = getattr(module, "original_component", None)
+        if isinstance(inner, nn.Module) and type(inner).__name__.endswith("RotaryEmbedding"):
+            if inner not in found:
+                found.append(inner)
+        elif type(module).__name__.endswith("RotaryEmbedding") and module not in found:
+            found.append(module)
+    return found
+
+
+def _position_table(model: Any) -> nn.Module | None:
+    pos_embed = getattr(model, "pos_embed", None)
+    inner = getattr(pos_embed, "original_component", None)
+    return inner if isinstance(getattr(inner, "weight", None), Tensor) else None
+
+
+class BridgeBackend:
+    """The :class:`~.base.Backend` of ``TransformerBridge``."""
+
+    name = "bridge"
+
+    def positional_scheme(self, model: Any) -> str:
+        scheme = str(getattr(model.cfg, "positional_embedding_type", "unknown"))
+        return _SCHEMES.get(scheme, scheme)
+
+    def check_positions(self, model: Any) -> None:
+        scheme = self.positional_scheme(model)
+        hint = "; pass positions=False to use duration-weighted attention alone"
+        if scheme == "rotary" and not rotary_modules(model):
+            raise ValueError(
+                f"continuous positions: {type(model.original_model).__name__} is rotary but no "
+                f"Hugging Face rotary-embedding module was found{hint}"
+            )
+        if scheme == "learned" and _position_table(model) is None:
+            raise ValueError(
+                "continuous positions: the model has learned positions but no position table "
+                f"(pos_embed with a weight) was found{hint}"
+            )
+        if scheme not in ("rotary", "learned"):
+            raise ValueError(
+                f"continuous positions are not implemented for positional_embedding_type="
+                f"{scheme!r} (supported: 'rotary', 'standard'){hint}"
+            )
+
+    def attach_signal(self, model: Any, signal: Any) -> Undo:
+        setattr(model, SIGNAL_NAME, signal)  # TransformerBridge registers its HookPoints
+
+        def detach() -> None:
+            if getattr(model, SIGNAL_NAME, None) is signal:
+                delattr(model, SIGNAL_NAME)
+            for name in signal.get_hooks():
+                model._hook_registry.pop(f"{SIGNAL_NAME}.{name}", None)
+
+        return detach
+
+    def install(
+        self,
+        model: Any,
+        signal: Any,
+        *,
+        layers: Sequence[int],
+        attention: bool,
+        positions: bool,
+    ) -> list[Undo]:
+        undo: list[Undo] = []
+        try:
+            handle = base_model(model).register_forward_pre_hook(
+                _state_hook(signal), with_kwargs=True
+            )
+            undo.append(handle.remove)
+            if attention:
+                for layer in layers:
+                    point = model.blocks[layer].attn.hook_attn_scores
+                    undo.append(add_permanent_hook(point, _scores_hook(signal)))
+            scheme = self.positional_scheme(model) if positions else None
+            if scheme == "rotary":
+                for module in rotary_modules(model):
+                    handle = module.register_forward_pre_hook(
+                        _rotary_hook(signal), with_kwargs=True
+                    )
+                    undo.append(handle.remove)
+            elif scheme == "learned":
+                table = _position_table(model)
+                assert table is not None
+                undo.append(table.register_forward_hook(_table_hook(signal)).remove)
+        except BaseException:
+            for u in reversed(undo):
+                u()
+            raise
+        return undo
+
+
+def _state_hook(signal: Any) -> Any:
+    def hook(module: nn.Module, args: Any, kwargs: dict[str, Any]) -> None:
+        ids = kwargs.get("input_ids", args[0] if args else None)
+        if ids is None:
+            embeds = kwargs.get("inputs_embeds")
+            if embeds is None:
+                raise RuntimeError("continuous: the forward has neither input_ids nor embeddings")
+            batch, n_new, device = int(embeds.shape[0]), int(embeds.shape[1]), embeds.device
+        else:
+            batch, n_new, device = int(ids.shape[0]), int(ids.shape[1]), ids.device
+        past = kwargs.get("past_key_values")
+        offset = 0 if past is None else int(past.get_seq_length())
+        mask = kwargs.get("attention_mask")
+        if mask is not None and mask.ndim != 2:
+            raise ValueError(
+                "continuous: attention_mask must be a 2-D [batch, pos] padding mask "
+                f"(got {mask.ndim} dimensions)"
+            )
+        if mask is not None and mask.shape[-1] != offset + n_new:
+            mask = mask[:, -(offset + n_new) :]
+        signal.reset()
+        signal.ensure(batch, offset + n_new, offset, mask, device)
+
+    return hook
+
+
+def _scores_hook(signal: Any) -> Any:
+    def hook(scores: Tensor, hook: HookPoint) -> Tensor:
+        state = signal.current()
+        if scores.shape[-1] != state.log_d.shape[-1]:
+            raise RuntimeError(
+                f"attention scores have {scores.shape[-1]} keys but the signal has "
+                f"{state.log_d.shape[-1]}"
+            )
+        return add_log_durations(scores, state.log_d)
+
+    return hook
+
+
+def _rotary_hook(signal: Any) -> Any:
+    def hook(module: nn.Module, args: Any, kwargs: dict[str, Any]) -> tuple[Any, Any]:
+        state = signal.current()
+        given = kwargs.get("position_ids", args[1] if len(args) > 1 else None)
+        n_new = state.index.shape[-1] - state.offset
+        if given is not None and given.shape[-1] != n_new:
+            raise RuntimeError(
+                f"the rotary module got {given.shape[-1]} positions but the signal has {n_new}"
+            )
+        index = state.index[:, state.offset :]
+        device = given.device if given is not None else index.device
+        real = index.to(device=device, dtype=torch.float32)
+        if "position_ids" in kwargs or len(args) < 2:
+            return args, kwargs | {"position_ids": real}
+        return (args[0], real, *args[2:]), kwargs
+
+    return hook
+
+
+def _table_hook(signal: Any) -> Any:
+    def hook(module: nn.Module, args: Any, output: Tensor) -> Tensor:
+        state = signal.current()
+        offset = state.offset
+        valid = None if state.valid is None else state.valid[:, offset:]
+        table = module.weight
+        assert isinstance(table, Tensor)
+        return interpolate_table(table, state.index[:, offset:], valid).to(output.device)
+
+    return hook
+
+
+BACKEND = BridgeBackend()

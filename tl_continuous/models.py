@@ -25,18 +25,22 @@ import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
-from transformer_lens import HookedTransformer
-from transformer_lens import loading_from_pretrained as loading
-from transformer_lens.utilities import softcap_enabled
+from torch import nn
+
+if TYPE_CHECKING:
+    from transformer_lens import HookedTransformer
 
 __all__ = [
+    "BACKENDS",
     "MODELS",
     "ModelSource",
     "cache_root",
     "converted_folder",
+    "default_backend",
+    "load_bridge_folder",
     "load_hf_folder",
     "load_hf_reference",
     "load_model",
@@ -45,6 +49,19 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 CACHE_ENV = "TL_CONTINUOUS_CACHE"
+BACKENDS = ("hooked", "bridge")
+
+
+def default_backend() -> str:
+    """``"bridge"`` on TransformerLens 4 (which has no ``HookedTransformer``), else ``"hooked"``.
+
+    >>> default_backend() in BACKENDS
+    True
+    """
+    from importlib.metadata import version
+
+    major = int(version("transformer-lens").split(".")[0])
+    return "bridge" if major >= 4 else "hooked"
 
 
 @dataclass(frozen=True)
@@ -245,6 +262,9 @@ def load_hf_folder(
         "center_unembed": center_unembed,
         "fold_value_biases": fold_value_biases,
     }
+    from transformer_lens import HookedTransformer
+    from transformer_lens import loading_from_pretrained as loading
+
     with tempfile.TemporaryDirectory() as scratch:
         path = str(_tl_config_path(folder, Path(scratch)))
         cfg = loading.get_pretrained_model_config(
@@ -292,6 +312,9 @@ def _flags_key(flags: dict[str, bool]) -> str:
 def _process_state_dict(
     path: str, cfg: Any, tokenizer: Any, flags: dict[str, bool]
 ) -> dict[str, torch.Tensor]:
+    from transformer_lens import HookedTransformer
+    from transformer_lens import loading_from_pretrained as loading
+    from transformer_lens.utilities import softcap_enabled
     from transformers import AutoModelForCausalLM
 
     hf_model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
@@ -337,40 +360,103 @@ def _write_atomically(path: Path, state_dict: dict[str, torch.Tensor]) -> None:
         raise
 
 
+def load_bridge_folder(
+    folder: str | os.PathLike[str],
+    *,
+    device: str | torch.device | None = None,
+    dtype: torch.dtype = torch.float32,
+    model_name: str | None = None,
+    compatibility: bool = False,
+    device_map: str | dict[str, Any] | None = None,
+) -> nn.Module:
+    """Load a local Hugging Face folder as a ``TransformerBridge``, offline.
+
+    The bridge runs the Hugging Face model itself, with eager attention (so that
+    ``hook_attn_scores`` and ``hook_pattern`` fire and the continuous mechanism applies).
+
+    Args:
+        folder: a folder with ``config.json``, weights and a tokenizer.
+        device: where to put the model (ignored with ``device_map``).
+        dtype: parameter dtype (``torch.bfloat16`` works).
+        model_name: name recorded in ``model.cfg.model_name`` (default: the folder name).
+        compatibility: apply TransformerLens' weight processing and ``-inf`` masking
+            (``enable_compatibility_mode``), so results match a ``HookedTransformer``;
+            default: Hugging Face numerics.
+        device_map: Hugging Face's ``device_map`` (e.g. ``"auto"``) to split a large model.
+    """
+    folder = Path(folder).expanduser()
+    if not (folder / "config.json").is_file():
+        raise FileNotFoundError(
+            f"folder must be a Hugging Face model folder with config.json (got {folder})"
+        )
+    from transformer_lens.model_bridge import TransformerBridge
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    bridge = TransformerBridge.boot_transformers(
+        str(folder),
+        hf_config_overrides={"attn_implementation": "eager"},
+        device=None if device_map is not None else device,
+        dtype=dtype,
+        tokenizer=tokenizer,
+        device_map=device_map,
+    )
+    bridge.cfg.default_prepend_bos = _tokenizer_prepends_bos(tokenizer)
+    if compatibility:
+        bridge.enable_compatibility_mode(disable_warnings=True)
+    bridge.cfg.model_name = model_name or folder.name
+    return bridge.eval()
+
+
 def load_model(
     name: str = "smollm2-135m",
     *,
+    backend: str | None = None,
     cache_dir: str | os.PathLike[str] | None = None,
     device: str | torch.device | None = None,
     dtype: torch.dtype = torch.float32,
     **processing: Any,
-) -> HookedTransformer:
-    """Load a bundled model (or a local Hugging Face folder) as a ``HookedTransformer``.
+) -> Any:
+    """Load a bundled model (or a local Hugging Face folder) as a TransformerLens model.
 
     Args:
         name: ``"smollm2-135m"`` (default), ``"gemma-3-270m"`` (optional extra),
             ``"counting-testbed"`` (see :mod:`tl_continuous.testbed`), or a path to a local
             Hugging Face folder.
+        backend: ``"hooked"`` (a ``HookedTransformer``), ``"bridge"`` (a
+            ``TransformerBridge`` around the Hugging Face model) or ``None``:
+            :func:`default_backend` (``"bridge"`` on TransformerLens 4).
         cache_dir: where converted models live (see :func:`cache_root`).
         device: where to put the model.
         dtype: parameter dtype (``torch.bfloat16`` works; analysis maths upcasts itself).
-        **processing: ``n_devices``, ``linear_layout`` and the weight-processing flags of
-            :func:`load_hf_folder`.
+        **processing: for ``"hooked"``: ``n_devices``, ``linear_layout`` and the
+            weight-processing flags of :func:`load_hf_folder`; for ``"bridge"``:
+            ``compatibility`` and ``device_map`` of :func:`load_bridge_folder`.
 
     Raises:
         ModuleNotFoundError: the weights package of a bundled model is not installed; the
             message says what to install.
-        ValueError: ``name`` is neither a bundled model nor an existing folder.
+        ValueError: ``name`` is neither a bundled model nor an existing folder, or
+            ``backend`` is not one of :data:`BACKENDS`.
     """
+    backend = default_backend() if backend is None else backend
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS} or None (got {backend!r})")
+    load = load_hf_folder if backend == "hooked" else load_bridge_folder
     if name == "counting-testbed":  # trained here, shipped in the package (no tokenizer)
+        if backend == "bridge":
+            raise ValueError(
+                "backend: the counting testbed ships as a HookedTransformer checkpoint; load "
+                "it with backend='hooked' (not yet carried over to a Hugging Face model)"
+            )
         from tl_continuous.testbed.model import load_testbed
 
         return load_testbed(device=device, dtype=dtype)
     if name in MODELS:
         folder = converted_folder(name, cache_dir)
-        return load_hf_folder(folder, device=device, dtype=dtype, model_name=name, **processing)
+        return load(folder, device=device, dtype=dtype, model_name=name, **processing)
     if Path(name).expanduser().is_dir():
-        return load_hf_folder(name, device=device, dtype=dtype, **processing)
+        return load(name, device=device, dtype=dtype, **processing)
     raise ValueError(
         f"name must be one of {[*sorted(MODELS), 'counting-testbed']} or a local Hugging Face "
         f"folder (got {name!r})"

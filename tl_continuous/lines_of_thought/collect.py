@@ -171,13 +171,20 @@ def _as_tokens(
 def pilot_hooks(
     names: list[str], pilots: Tensor, store: dict[str, Tensor]
 ) -> list[tuple[str | Callable[..., Any], Callable[..., Any]]]:
-    """Forward hooks that put ``act[rows, pilots]`` (float32, CPU) into ``store[name]``."""
+    """Forward hooks that put ``act[rows, pilots]`` (float32, CPU) into ``store[name]``.
 
-    def read(act: Tensor, hook: Any) -> None:
-        rows = torch.arange(act.shape[0], device=act.device)
-        store[hook.name] = act[rows, pilots.to(act.device)].detach().to("cpu", torch.float32)
+    Keyed by the name asked for, not ``hook.name``: on a ``TransformerBridge`` the block
+    hooks are aliases and ``hook.name`` is the canonical name (``blocks.0.hook_out``).
+    """
 
-    return [(name, read) for name in names]
+    def reader(name: str) -> Callable[..., None]:
+        def read(act: Tensor, hook: Any) -> None:
+            rows = torch.arange(act.shape[0], device=act.device)
+            store[name] = act[rows, pilots.to(act.device)].detach().to("cpu", torch.float32)
+
+        return read
+
+    return [(name, reader(name)) for name in names]
 
 
 def _run_batch(

@@ -20,7 +20,8 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +34,7 @@ __all__ = [
     "json_safe",
     "load_json",
     "load_tensors",
+    "reading",
     "save_json",
     "save_tensors",
     "write_text",
@@ -111,6 +113,27 @@ def _check_tag(path: Path, found: Any, kind: str, version: int, what: str | None
     raise FormatError(f"path {path} is not a {what} file (its format is {found!r})")
 
 
+@contextmanager
+def reading(path: str | os.PathLike[str], what: str) -> Iterator[None]:
+    """Turn an error raised while a ``what`` is rebuilt from a file's contents into
+    :class:`FormatError` naming ``path`` (a missing field, a wrong type, a failed check).
+
+    >>> with reading("r.json", "Sweep"):
+    ...     {}["grid"]
+    Traceback (most recent call last):
+    ...
+    tl_continuous._io.FormatError: path r.json holds a damaged Sweep (KeyError: 'grid')
+    """
+    try:
+        yield
+    except FormatError:
+        raise
+    except (KeyError, IndexError, TypeError, ValueError, AttributeError) as err:
+        raise FormatError(
+            f"path {Path(path)} holds a damaged {what} ({type(err).__name__}: {err})"
+        ) from err
+
+
 def _existing(path: str | os.PathLike[str]) -> Path:
     path = Path(path).expanduser()
     if not path.is_file():
@@ -156,12 +179,17 @@ def load_tensors(
             header = f.metadata() or {}
             tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
     except Exception as err:
-        raise FormatError(f"path {path} is not a readable safetensors file ({err})") from err
+        raise FormatError(
+            f"path {path} is not a readable safetensors file ({err}); expected a {what or kind} "
+            "file"
+        ) from err
     _check_tag(path, header.get("format"), kind, version, what)
     try:
         fields = {k: json.loads(v) for k, v in header.items() if k != "format"}
     except json.JSONDecodeError as err:
-        raise FormatError(f"path {path} has a damaged header ({err})") from err
+        raise FormatError(
+            f"path {path} has a damaged header ({err}); expected a {what or kind} file"
+        ) from err
     return fields, tensors
 
 
@@ -185,8 +213,13 @@ def load_json(
     try:
         content = json.loads(path.read_text())
     except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise FormatError(f"path {path} is not a readable JSON file ({err})") from err
-    if not isinstance(content, dict) or "data" not in content:
-        raise FormatError(f"path {path} is not a tl-continuous result file (no format tag)")
+        raise FormatError(
+            f"path {path} is not a readable JSON file ({err}); expected a {what or kind} file"
+        ) from err
+    if not isinstance(content, dict) or "data" not in content or "format" not in content:
+        raise FormatError(
+            f"path {path} is not a tl-continuous result file (no format tag); expected a "
+            f"{what or kind} file"
+        )
     _check_tag(path, content.get("format"), kind, version, what)
     return content["data"]

@@ -174,8 +174,7 @@ def test_truncated_bases_save_load_and_errors(tmp_path):
     a = model.drift_matrix(2.5)
     assert a.shape == (8, 8)
     assert torch.linalg.matrix_rank(a) <= 3
-    model.save(tmp_path / "m.pt")
-    back = LangevinModel.load(tmp_path / "m.pt")
+    back = LangevinModel.load(model.save(tmp_path / "m.safetensors"))
     assert torch.equal(back.drift_matrix(2.5), a)
     x0 = ens.trajectories[:, 0]
     with pytest.raises(ValueError, match="horizon"):

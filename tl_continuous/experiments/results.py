@@ -21,7 +21,6 @@ True
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,9 +30,14 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
+from tl_continuous._io import load_json, reading, save_json
 from tl_continuous.experiments import metrics
 
-__all__ = ["Sweep", "SweepSet"]
+__all__ = ["SWEEP_FORMAT", "SWEEP_SET_FORMAT", "VERSION", "Sweep", "SweepSet"]
+
+SWEEP_FORMAT = "tl_continuous.experiments.sweep"
+SWEEP_SET_FORMAT = "tl_continuous.experiments.sweep_set"
+VERSION = 1
 
 
 def _tensor(values: Any) -> Tensor:
@@ -214,13 +218,21 @@ class Sweep:
         )
 
     def save(self, path: str | os.PathLike[str]) -> Path:
-        """Write :meth:`to_dict` as JSON; returns the path."""
-        return _write_json(path, self.to_dict())
+        """Write :meth:`to_dict` as tagged JSON, atomically; returns the path."""
+        return save_json(path, SWEEP_FORMAT, VERSION, self.to_dict())
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> Sweep:
-        """Read a file written by :meth:`save`."""
-        return cls.from_dict(json.loads(Path(path).read_text()))
+        """Read a file written by :meth:`save`.
+
+        Raises:
+            FileNotFoundError: no file at ``path``.
+            FormatError: the file is damaged or holds another result type or version (plain
+                JSON written before the format tag included).
+        """
+        data = load_json(path, SWEEP_FORMAT, VERSION, "Sweep")
+        with reading(path, "Sweep"):
+            return cls.from_dict(data)
 
 
 @dataclass
@@ -325,17 +337,12 @@ class SweepSet:
         )
 
     def save(self, path: str | os.PathLike[str]) -> Path:
-        """Write :meth:`to_dict` as JSON; returns the path."""
-        return _write_json(path, self.to_dict())
+        """Write :meth:`to_dict` as tagged JSON, atomically; returns the path."""
+        return save_json(path, SWEEP_SET_FORMAT, VERSION, self.to_dict())
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> SweepSet:
-        """Read a file written by :meth:`save`."""
-        return cls.from_dict(json.loads(Path(path).read_text()))
-
-
-def _write_json(path: str | os.PathLike[str], data: dict[str, Any]) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(data))
-    return path
+        """Read a file written by :meth:`save` (errors as :meth:`Sweep.load`)."""
+        data = load_json(path, SWEEP_SET_FORMAT, VERSION, "SweepSet")
+        with reading(path, "SweepSet"):
+            return cls.from_dict(data)

@@ -33,12 +33,14 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
-from tl_continuous._io import load_tensors, save_tensors
+from tl_continuous._io import load_tensors, reading, save_tensors
 
 if TYPE_CHECKING:
     from tl_continuous.lines_of_thought.ensemble import LinesOfThought
 
 __all__ = [
+    "FORMAT",
+    "VERSION",
     "RankDeficientWarning",
     "TrajectoryBases",
     "greedy_match",
@@ -322,13 +324,14 @@ class TrajectoryBases:
     def load(cls, path: str | os.PathLike[str]) -> TrajectoryBases:
         """Read a file written by :meth:`save`."""
         h, t = load_tensors(path, FORMAT, VERSION, "TrajectoryBases")
-        return cls(
-            U=t["U"],
-            S=t["S"],
-            layer_names=h["layer_names"],
-            realigned=h["realigned"],
-            order=t["order"],
-            signs=t["signs"],
-            n_trajectories=int(h["n_trajectories"]),
-            metadata=h["metadata"],
-        )
+        with reading(path, "TrajectoryBases"):
+            return cls(
+                U=t["U"],
+                S=t["S"],
+                layer_names=h["layer_names"],
+                realigned=h["realigned"],
+                order=t["order"],
+                signs=t["signs"],
+                n_trajectories=int(h["n_trajectories"]),
+                metadata=h["metadata"],
+            )

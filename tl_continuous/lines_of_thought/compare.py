@@ -26,14 +26,20 @@ True
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
 from jaxtyping import Float
 from torch import Tensor
 
+from tl_continuous._io import load_json, reading, save_json
+
 __all__ = [
+    "FORMAT",
+    "VERSION",
     "ClassifierTest",
     "EnsembleComparison",
     "classifier_accuracy",
@@ -41,6 +47,9 @@ __all__ = [
     "gaussian_wasserstein",
     "sliced_wasserstein",
 ]
+
+FORMAT = "tl_continuous.lines_of_thought.ensemble_comparison"
+VERSION = 1
 
 _F64 = torch.float64
 
@@ -402,3 +411,19 @@ class EnsembleComparison:
         """Inverse of :meth:`to_dict` (dicts written before the null fields existed load
         with them set to ``None``)."""
         return cls(**data)
+
+    def save(self, path: str | os.PathLike[str]) -> Path:
+        """Write :meth:`to_dict` as tagged JSON, atomically; returns the path."""
+        return save_json(path, FORMAT, VERSION, self.to_dict())
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> EnsembleComparison:
+        """Read a file written by :meth:`save`.
+
+        Raises:
+            FileNotFoundError: no file at ``path``.
+            FormatError: the file is damaged or holds another result type or version.
+        """
+        data = load_json(path, FORMAT, VERSION, "EnsembleComparison")
+        with reading(path, "EnsembleComparison"):
+            return cls.from_dict(data)

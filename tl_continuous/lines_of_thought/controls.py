@@ -24,7 +24,9 @@ from __future__ import annotations
 
 import copy
 import math
+import os
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -34,16 +36,24 @@ from torch import Tensor
 from tqdm.auto import tqdm
 from transformer_lens import HookedTransformer
 
+from tl_continuous._io import load_json, reading, save_json
 from tl_continuous.lines_of_thought.compare import classifier_accuracy
 from tl_continuous.lines_of_thought.dynamics import ResidualStatistics, VarianceLawFit
 
 __all__ = [
+    "DIAGNOSTICS_FORMAT",
+    "SUMMARY_FORMAT",
+    "VERSION",
     "DynamicsSummary",
     "LayerDiagnostics",
     "layer_separability",
     "reinitialised_model",
     "untrained_model",
 ]
+
+SUMMARY_FORMAT = "tl_continuous.lines_of_thought.dynamics_summary"
+DIAGNOSTICS_FORMAT = "tl_continuous.lines_of_thought.layer_diagnostics"
+VERSION = 1
 
 
 def untrained_model(model: HookedTransformer, *, seed: int = 0) -> HookedTransformer:
@@ -209,6 +219,22 @@ class DynamicsSummary:
         kw["fit"] = VarianceLawFit.from_dict(kw["fit"])
         return cls(**kw)
 
+    def save(self, path: str | os.PathLike[str]) -> Path:
+        """Write :meth:`to_dict` as tagged JSON, atomically; returns the path."""
+        return save_json(path, SUMMARY_FORMAT, VERSION, self.to_dict())
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> DynamicsSummary:
+        """Read a file written by :meth:`save`.
+
+        Raises:
+            FileNotFoundError: no file at ``path``.
+            FormatError: the file is damaged or holds another result type or version.
+        """
+        data = load_json(path, SUMMARY_FORMAT, VERSION, "DynamicsSummary")
+        with reading(path, "DynamicsSummary"):
+            return cls.from_dict(data)
+
 
 def _robust_z(x: np.ndarray, min_mad: float) -> np.ndarray:
     """Robust z-score ``0.6745 (x - median) / MAD`` (Iglewicz and Hoaglin), with the MAD
@@ -323,3 +349,19 @@ class LayerDiagnostics:
     def from_dict(cls, data: dict[str, Any]) -> LayerDiagnostics:
         """Inverse of :meth:`to_dict`."""
         return cls(**data)
+
+    def save(self, path: str | os.PathLike[str]) -> Path:
+        """Write :meth:`to_dict` as tagged JSON, atomically; returns the path."""
+        return save_json(path, DIAGNOSTICS_FORMAT, VERSION, self.to_dict())
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> LayerDiagnostics:
+        """Read a file written by :meth:`save`.
+
+        Raises:
+            FileNotFoundError: no file at ``path``.
+            FormatError: the file is damaged or holds another result type or version.
+        """
+        data = load_json(path, DIAGNOSTICS_FORMAT, VERSION, "LayerDiagnostics")
+        with reading(path, "LayerDiagnostics"):
+            return cls.from_dict(data)

@@ -48,7 +48,7 @@ import torch
 from jaxtyping import Float, Int, Real
 from torch import Tensor
 
-from tl_continuous._io import load_tensors, save_tensors
+from tl_continuous._io import load_tensors, reading, save_tensors
 from tl_continuous._progress import progress as _progress
 from tl_continuous.continuous.durations import Durations
 from tl_continuous.continuous.signal import continuous
@@ -459,9 +459,10 @@ class DurationSweepLines:
     def load(cls, path: str | os.PathLike[str]) -> DurationSweepLines:
         """Read a file written by :meth:`save`."""
         fields, tensors = load_tensors(path, FORMAT, VERSION, "DurationSweepLines")
-        return cls(
-            **{n: tensors[n] for n in _TENSORS},
-            layer_names=fields["layer_names"],
-            shrink=[tuple(s) for s in fields["shrink"]],
-            metadata=fields["metadata"],
-        )
+        with reading(path, "DurationSweepLines"):
+            return cls(
+                **{n: tensors[n] for n in _TENSORS},
+                layer_names=fields["layer_names"],
+                shrink=[tuple(s) for s in fields["shrink"]],
+                metadata=fields["metadata"],
+            )

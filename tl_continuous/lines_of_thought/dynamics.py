@@ -30,7 +30,9 @@ rank]`` and ``S [layer, rank]``; it runs in float64.
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -40,9 +42,13 @@ from scipy import stats as sps
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from tl_continuous._io import load_json, load_tensors, reading, save_json, save_tensors
 from tl_continuous.lines_of_thought.hooks import BLOCK_HOOK_NAME, FINAL_NORM_HOOK
 
 __all__ = [
+    "FIT_FORMAT",
+    "STATISTICS_FORMAT",
+    "VERSION",
     "ResidualStatistics",
     "VarianceLawFit",
     "default_times",
@@ -52,6 +58,10 @@ __all__ = [
     "times_from_layer_names",
     "valid_pairs",
 ]
+
+STATISTICS_FORMAT = "tl_continuous.lines_of_thought.residual_statistics"
+FIT_FORMAT = "tl_continuous.lines_of_thought.variance_law_fit"
+VERSION = 1
 
 _F64 = torch.float64
 
@@ -425,6 +435,32 @@ class ResidualStatistics:
             **kw,
         )
 
+    def save(self, path: str | os.PathLike[str]) -> Path:
+        """Write one safetensors file (every tensor field) whose header carries ``n_samples``
+        and ``level``; returns the path. The write is atomic.
+        """
+        names = ("t", "tau", "times", "coord_variance", *self._PER_PAIR)
+        tensors = {k: getattr(self, k) for k in names}
+        fields = {"n_samples": self.n_samples, "level": self.level}
+        return save_tensors(path, STATISTICS_FORMAT, VERSION, tensors, fields)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> ResidualStatistics:
+        """Read a file written by :meth:`save`.
+
+        Raises:
+            FileNotFoundError: no file at ``path``.
+            FormatError: the file is damaged or holds another result type or version.
+        """
+        fields, tensors = load_tensors(path, STATISTICS_FORMAT, VERSION, "ResidualStatistics")
+        names = ("t", "tau", "times", "coord_variance", *cls._PER_PAIR)
+        with reading(path, "ResidualStatistics"):
+            return cls(
+                n_samples=int(fields["n_samples"]),
+                level=float(fields["level"]),
+                **{k: tensors[k] for k in names},
+            )
+
 
 def _eta_squared(y: np.ndarray, groups: np.ndarray) -> float:
     """Fraction of the variation of ``y`` explained by its group means (one-way ANOVA)."""
@@ -610,3 +646,19 @@ class VarianceLawFit:
         for k in ("log_alpha_ci", "lam_ci", "layers"):
             kw[k] = tuple(kw[k])
         return cls(**kw)
+
+    def save(self, path: str | os.PathLike[str]) -> Path:
+        """Write :meth:`to_dict` as tagged JSON, atomically; returns the path."""
+        return save_json(path, FIT_FORMAT, VERSION, self.to_dict())
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> VarianceLawFit:
+        """Read a file written by :meth:`save`.
+
+        Raises:
+            FileNotFoundError: no file at ``path``.
+            FormatError: the file is damaged or holds another result type or version.
+        """
+        data = load_json(path, FIT_FORMAT, VERSION, "VarianceLawFit")
+        with reading(path, "VarianceLawFit"):
+            return cls.from_dict(data)

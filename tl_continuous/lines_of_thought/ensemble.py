@@ -27,7 +27,7 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
-from tl_continuous._io import load_tensors, save_tensors
+from tl_continuous._io import load_tensors, reading, save_tensors
 from tl_continuous.lines_of_thought.collect import Collected, collect_shards, collect_trajectories
 from tl_continuous.lines_of_thought.collect import load_shards as _load_shards
 from tl_continuous.lines_of_thought.hooks import (
@@ -306,13 +306,14 @@ class LinesOfThought:
         torch.Size([2, 1, 3])
         """
         fields, tensors = load_tensors(path, FORMAT, VERSION, "LinesOfThought")
-        return cls(
-            trajectories=tensors["trajectories"],
-            layer_names=fields["layer_names"],
-            tokens=tensors.get("tokens"),
-            pilot_positions=tensors.get("pilot_positions"),
-            metadata=fields["metadata"],
-        )
+        with reading(path, "LinesOfThought"):
+            return cls(
+                trajectories=tensors["trajectories"],
+                layer_names=fields["layer_names"],
+                tokens=tensors.get("tokens"),
+                pilot_positions=tensors.get("pilot_positions"),
+                metadata=fields["metadata"],
+            )
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dict (tensors kept as tensors); inverse of :meth:`from_dict`."""

@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -52,9 +53,13 @@ from scipy.interpolate import CubicSpline
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from tl_continuous._io import load_tensors, reading, save_tensors
 from tl_continuous.lines_of_thought.dynamics import VarianceLawFit, default_times
 
-__all__ = ["LangevinModel", "OrthogonalPath", "orthogonal_path"]
+__all__ = ["FORMAT", "VERSION", "LangevinModel", "OrthogonalPath", "orthogonal_path"]
+
+FORMAT = "tl_continuous.lines_of_thought.langevin"
+VERSION = 1
 
 _F64 = torch.float64
 
@@ -399,17 +404,29 @@ class LangevinModel:
 
     # persistence -----------------------------------------------------------------------------
 
-    def save(self, path: str | Path) -> None:
-        """Write the model to ``path`` (``torch.save`` of its tensors and noise parameters)."""
-        torch.save(
-            {"U": self.U, "S": self.S, "times": self.times, "alpha": self.alpha, "lam": self.lam},
-            Path(path),
-        )
+    def save(self, path: str | os.PathLike[str]) -> Path:
+        """Write one safetensors file (``U``, ``S``, ``times``) whose header carries ``alpha``
+        and ``lam``; returns the path.
+
+        The file is written to a temporary name and renamed into place.
+        """
+        tensors = {"U": self.U, "S": self.S, "times": self.times}
+        return save_tensors(path, FORMAT, VERSION, tensors, {"alpha": self.alpha, "lam": self.lam})
 
     @classmethod
-    def load(cls, path: str | Path) -> LangevinModel:
-        """Read a model written by :meth:`save`."""
-        data = torch.load(Path(path), weights_only=True)
-        return cls(
-            U=data["U"], S=data["S"], times=data["times"], alpha=data["alpha"], lam=data["lam"]
-        )
+    def load(cls, path: str | os.PathLike[str]) -> LangevinModel:
+        """Read a model written by :meth:`save`.
+
+        Raises:
+            FileNotFoundError: no file at ``path``.
+            FormatError: the file is damaged or holds another result type or version.
+        """
+        fields, tensors = load_tensors(path, FORMAT, VERSION, "LangevinModel")
+        with reading(path, "LangevinModel"):
+            return cls(
+                U=tensors["U"],
+                S=tensors["S"],
+                times=tensors["times"],
+                alpha=float(fields["alpha"]),
+                lam=float(fields["lam"]),
+            )

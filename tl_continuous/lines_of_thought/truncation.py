@@ -22,14 +22,17 @@ which the curve has fallen by 90% of its drop from the first K of the grid to th
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
+from tl_continuous._io import load_tensors, reading, save_tensors
 from tl_continuous.lines_of_thought.bases import TrajectoryBases
 from tl_continuous.lines_of_thought.ensemble import LinesOfThought
 
@@ -37,6 +40,8 @@ if TYPE_CHECKING:
     from transformer_lens import HookedTransformer
 
 __all__ = [
+    "FORMAT",
+    "VERSION",
     "TruncationCurve",
     "baseline_kl",
     "default_k_grid",
@@ -45,6 +50,9 @@ __all__ = [
     "truncation_kl_every_layer",
     "truncation_kl_last_layer",
 ]
+
+FORMAT = "tl_continuous.lines_of_thought.truncation"
+VERSION = 1
 
 
 def kl_divergence(
@@ -153,6 +161,41 @@ class TruncationCurve:
             d_model=int(data["d_model"]),
             metadata=dict(data.get("metadata", {})),
         )
+
+    def save(self, path: str | os.PathLike[str]) -> Path:
+        """Write one safetensors file (``ks``, ``kl_mean``, ``kl_median``) whose header carries
+        the other fields; returns the path. The write is atomic.
+        """
+        tensors = {"ks": self.ks, "kl_mean": self.kl_mean, "kl_median": self.kl_median}
+        fields = {
+            "baseline": self.baseline,
+            "reading": self.reading,
+            "n_trajectories": self.n_trajectories,
+            "d_model": self.d_model,
+            "metadata": self.metadata,
+        }
+        return save_tensors(path, FORMAT, VERSION, tensors, fields)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> TruncationCurve:
+        """Read a file written by :meth:`save`.
+
+        Raises:
+            FileNotFoundError: no file at ``path``.
+            FormatError: the file is damaged or holds another result type or version.
+        """
+        fields, tensors = load_tensors(path, FORMAT, VERSION, "TruncationCurve")
+        with reading(path, "TruncationCurve"):
+            return cls(
+                ks=tensors["ks"],
+                kl_mean=tensors["kl_mean"],
+                kl_median=tensors["kl_median"],
+                baseline=float(fields["baseline"]),
+                reading=fields["reading"],
+                n_trajectories=int(fields["n_trajectories"]),
+                d_model=int(fields["d_model"]),
+                metadata=dict(fields["metadata"]),
+            )
 
 
 # ---------------------------------------------------------------------------- helpers

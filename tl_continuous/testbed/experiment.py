@@ -22,7 +22,7 @@ their sum, and with the same prompt at the even duration ``sum / n``.
 
 from __future__ import annotations
 
-import json
+import os
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -34,17 +34,23 @@ from jaxtyping import Float, Int
 from torch import Tensor
 from transformer_lens import HookedTransformer
 
+from tl_continuous._io import load_json, reading, save_json
 from tl_continuous.testbed.model import load_testbed
 from tl_continuous.testbed.task import VOCAB, CountingExample, CountingTask
 
 __all__ = [
     "DEFAULT_CS",
+    "FORMAT",
     "VARIANTS",
+    "VERSION",
     "CountingContinuityResult",
     "Variant",
     "count_distribution",
     "experiment_prompts",
 ]
+
+FORMAT = "tl_continuous.testbed.counting_continuity"
+VERSION = 1
 
 DEFAULT_CS: tuple[float, ...] = tuple(round(0.1 * k, 1) for k in range(1, 21))
 """Durations 0.1, 0.2, ..., 2.0."""
@@ -410,13 +416,22 @@ class CountingContinuityResult:
             kwargs[name] = torch.tensor(data[name], dtype=torch.float32)
         return cls(**kwargs)
 
-    def save(self, path: str | Path) -> Path:
-        """Write the result as JSON."""
-        path = Path(path)
-        path.write_text(json.dumps(self.to_dict()))
-        return path
+    def save(self, path: str | os.PathLike[str]) -> Path:
+        """Write :meth:`to_dict` as tagged JSON, atomically; returns the path.
+
+        JSON rather than safetensors: the tensors are a small grid of readouts (float32 values
+        survive the round trip exactly) and the report publishes the file for people to read.
+        """
+        return save_json(path, FORMAT, VERSION, self.to_dict())
 
     @classmethod
-    def load(cls, path: str | Path) -> CountingContinuityResult:
-        """Read a result written by :meth:`save`."""
-        return cls.from_dict(json.loads(Path(path).read_text()))
+    def load(cls, path: str | os.PathLike[str]) -> CountingContinuityResult:
+        """Read a result written by :meth:`save`.
+
+        Raises:
+            FileNotFoundError: no file at ``path``.
+            FormatError: the file is damaged or holds another result type or version.
+        """
+        data = load_json(path, FORMAT, VERSION, "CountingContinuityResult")
+        with reading(path, "CountingContinuityResult"):
+            return cls.from_dict(data)

@@ -35,8 +35,9 @@ from typing import Literal
 import torch
 from jaxtyping import Float, Int
 from torch import Tensor
-from transformer_lens import ActivationCache, HookedTransformer
+from transformer_lens import ActivationCache
 
+from tl_continuous.backends.base import Model
 from tl_continuous.continuous.durations import Durations
 from tl_continuous.continuous.signal import continuous
 
@@ -68,7 +69,7 @@ Metric = Callable[[Float[Tensor, "batch pos d_vocab"]], Float[Tensor, ""]]
 
 
 @contextmanager
-def run_under(model: HookedTransformer, durations: Durations | None) -> Iterator[None]:
+def run_under(model: Model, durations: Durations | None) -> Iterator[None]:
     """``continuous(model, durations)``, or nothing at all when ``durations`` is ``None``."""
     if durations is None:
         yield
@@ -77,9 +78,7 @@ def run_under(model: HookedTransformer, durations: Durations | None) -> Iterator
             yield
 
 
-def _check(
-    model: HookedTransformer, tokens: Tensor, durations: Durations | None, name: str
-) -> None:
+def _check(model: Model, tokens: Tensor, durations: Durations | None, name: str) -> None:
     if durations is None:
         return
     if not isinstance(durations, Durations):
@@ -102,7 +101,7 @@ def _patch_fn(kind: str) -> Callable[..., Tensor]:
 
 
 def _clean_cache(
-    model: HookedTransformer, tokens: Tensor, durations: Durations | None
+    model: Model, tokens: Tensor, durations: Durations | None
 ) -> tuple[Tensor, ActivationCache]:
     with torch.no_grad(), run_under(model, durations):
         logits, cache = model.run_with_cache(tokens)
@@ -110,7 +109,7 @@ def _clean_cache(
 
 
 def patch_across_durations(
-    model: HookedTransformer,
+    model: Model,
     tokens: Int[Tensor, "batch pos"],
     clean: Durations | None,
     corrupt: Durations | None,
@@ -156,7 +155,7 @@ def patch_across_durations(
 
 
 def patch_all_across_durations(
-    model: HookedTransformer,
+    model: Model,
     tokens: Int[Tensor, "batch pos"],
     clean: Durations | None,
     corrupt: Durations | None,

@@ -11,11 +11,22 @@ kinds share (``hook_dict``, ``hooks()``, ``run_with_hooks``, ``run_with_cache``,
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, TypeAlias, runtime_checkable
 
+from torch import nn
 from transformer_lens.hook_points import HookPoint
 
-__all__ = ["Backend", "Undo", "add_permanent_hook"]
+__all__ = ["Backend", "Model", "Undo", "add_permanent_hook"]
+
+#: What public functions take: a ``HookedTransformer`` or a ``TransformerBridge``. Both are
+#: torch modules with TransformerLens' hook API (``hook_dict``, ``hooks()``,
+#: ``run_with_hooks``, ``run_with_cache``, ``cfg``); :func:`tl_continuous.backends.backend_for`
+#: tells them apart and rejects anything else. (For the type checker it is ``Any``: the two
+#: classes share no typed base class with their attributes.)
+if TYPE_CHECKING:
+    Model: TypeAlias = Any
+else:
+    Model = nn.Module
 
 #: removes one thing an installation added
 Undo = Callable[[], None]

@@ -23,8 +23,9 @@ from typing import Literal
 import torch
 from jaxtyping import Float, Int
 from torch import Tensor
-from transformer_lens import HookedTransformer
 from transformer_lens.hook_points import HookPoint
+
+from tl_continuous.backends.base import Model
 
 __all__ = ["blend_embeddings", "blend_vectors"]
 
@@ -62,7 +63,7 @@ def blend_vectors(
     return torch.where(parallel, lerp, slerp).to(a.dtype)
 
 
-def _tokens(model: HookedTransformer, prompt: str | Tensor, name: str) -> Tensor:
+def _tokens(model: Model, prompt: str | Tensor, name: str) -> Tensor:
     if isinstance(prompt, str):
         tokens = model.to_tokens(prompt)
     elif isinstance(prompt, Tensor) and not prompt.is_floating_point():
@@ -75,7 +76,7 @@ def _tokens(model: HookedTransformer, prompt: str | Tensor, name: str) -> Tensor
 
 
 def blend_embeddings(
-    model: HookedTransformer,
+    model: Model,
     prompt_a: str | Int[Tensor, " pos_a"] | Int[Tensor, "1 pos_a"],
     prompt_b: str | Int[Tensor, " pos_b"] | Int[Tensor, "1 pos_b"],
     lambdas: Float[Tensor, " n_lambda"] | Sequence[float | int],

@@ -24,8 +24,9 @@ from typing import Any
 
 import torch
 from jaxtyping import Float, Real
-from torch import Tensor
-from transformer_lens import HookedTransformer
+from torch import Tensor, nn
+
+from tl_continuous.backends.base import Model
 
 __all__ = ["Durations", "word_token_spans"]
 
@@ -193,7 +194,7 @@ class Durations:
     @classmethod
     def from_word(
         cls,
-        model_or_str_tokens: HookedTransformer | Sequence[str],
+        model_or_str_tokens: Model | Sequence[str],
         prompt: str | None,
         word: str,
         value: float | int | Float[Tensor, " n_values"] = 1.0,
@@ -227,10 +228,11 @@ class Durations:
         >>> Durations.from_word(toks, None, "apple", value=0.5, occurrences=slice(1, None)).values
         tensor([[1.0000, 1.0000, 1.0000, 1.0000, 0.5000, 0.5000, 1.0000]])
         """
-        if isinstance(model_or_str_tokens, HookedTransformer):
+        if isinstance(model_or_str_tokens, nn.Module):
             if prompt is None:
                 raise ValueError("prompt must be given when a model is passed")
-            split = model_or_str_tokens.to_str_tokens(prompt)
+            model: Any = model_or_str_tokens
+            split = model.to_str_tokens(prompt)
             if not all(isinstance(t, str) for t in split):
                 raise TypeError("prompt must be a single string")
             str_tokens = [str(t) for t in split]

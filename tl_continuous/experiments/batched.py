@@ -25,7 +25,8 @@ from typing import Any, Literal, TypeVar
 import torch
 from jaxtyping import Float, Int
 from torch import Tensor
-from transformer_lens import HookedTransformer
+
+from tl_continuous.backends.base import Model
 
 __all__ = [
     "blend_sweep_probs",
@@ -72,7 +73,7 @@ def progress_iter(items: Sequence[T], progress: bool, desc: str) -> Iterable[T]:
 
 
 @contextmanager
-def last_position_only(model: HookedTransformer) -> Iterator[None]:
+def last_position_only(model: Model) -> Iterator[None]:
     """Within the block, forwards return logits of the last position only (``[b, 1, vocab]``).
 
     >>> from tl_continuous.tiny import tiny_model
@@ -90,9 +91,7 @@ def last_position_only(model: HookedTransformer) -> Iterator[None]:
         yield
 
 
-def next_token_probs(
-    model: HookedTransformer, run: Callable[[], Tensor]
-) -> Float[Tensor, "batch vocab"]:
+def next_token_probs(model: Model, run: Callable[[], Tensor]) -> Float[Tensor, "batch vocab"]:
     """Softmax (float32 or wider) of the last position of ``run()``'s logits."""
     with torch.inference_mode(), last_position_only(model):
         logits = run()
@@ -101,7 +100,7 @@ def next_token_probs(
 
 
 def duration_sweep_probs(
-    model: HookedTransformer,
+    model: Model,
     tokens: Int[Tensor, "1 pos"],
     durations: Float[Tensor, "grid pos"],
     *,
@@ -162,7 +161,7 @@ def _add_start(start: Float[Tensor, " rows"]) -> Callable[[Tensor, Any], Tensor]
 
 
 def blend_sweep_probs(
-    model: HookedTransformer,
+    model: Model,
     prompt_a: str | Int[Tensor, "1 pos"],
     prompt_b: str | Int[Tensor, "1 pos"],
     lambdas: Float[Tensor, " grid"],

@@ -12,8 +12,8 @@ from typing import Any
 
 from jaxtyping import Float
 from torch import Tensor
-from transformer_lens import HookedTransformer
 
+from tl_continuous.backends.base import Model
 from tl_continuous.experiments.prompts import COUNTING_TEMPLATE, counting_prompt
 from tl_continuous.experiments.readouts import ReadoutRule
 from tl_continuous.experiments.results import Sweep, SweepSet
@@ -23,7 +23,7 @@ __all__ = ["count_curve", "count_dataset"]
 
 
 def count_curve(
-    model: HookedTransformer,
+    model: Model,
     word: str = "apple",
     n: int = 4,
     cs: Float[Tensor, " grid"] | None = None,
@@ -68,7 +68,7 @@ def count_curve(
 
 
 def count_dataset(
-    model: HookedTransformer,
+    model: Model,
     items: Sequence[dict[str, Any]] | None = None,
     cs: Float[Tensor, " grid"] | None = None,
     *,

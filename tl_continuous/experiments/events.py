@@ -11,8 +11,8 @@ from typing import Any
 
 from jaxtyping import Float
 from torch import Tensor
-from transformer_lens import HookedTransformer
 
+from tl_continuous.backends.base import Model
 from tl_continuous.experiments.prompts import EVENTS_TEMPLATE, events_prompt
 from tl_continuous.experiments.readouts import ReadoutRule
 from tl_continuous.experiments.results import Sweep, SweepSet
@@ -22,7 +22,7 @@ __all__ = ["event_curve", "event_dataset"]
 
 
 def event_curve(
-    model: HookedTransformer,
+    model: Model,
     task: str,
     steps: Sequence[str],
     cs: Float[Tensor, " grid"] | None = None,
@@ -60,7 +60,7 @@ def event_curve(
 
 
 def event_dataset(
-    model: HookedTransformer,
+    model: Model,
     items: Sequence[dict[str, Any]] | None = None,
     cs: Float[Tensor, " grid"] | None = None,
     *,

@@ -19,8 +19,8 @@ from typing import Any, Literal
 import torch
 from jaxtyping import Float
 from torch import Tensor
-from transformer_lens import HookedTransformer
 
+from tl_continuous.backends.base import Model
 from tl_continuous.experiments.batched import blend_sweep_probs, progress_iter
 from tl_continuous.experiments.metrics import blend_distance
 from tl_continuous.experiments.prompts import load_dataset
@@ -60,7 +60,7 @@ def lambda_grid(steps: int = 100) -> Float[Tensor, " steps"]:
 
 
 def interpolate_prompts(
-    model: HookedTransformer,
+    model: Model,
     prompt_a: str,
     prompt_b: str,
     lambdas: Float[Tensor, " grid"] | None = None,
@@ -126,7 +126,7 @@ def interpolate_prompts(
 
 
 def interpolation_dataset(
-    model: HookedTransformer,
+    model: Model,
     items: Sequence[dict[str, Any]] | None = None,
     lambdas: Float[Tensor, " grid"] | None = None,
     *,
@@ -164,7 +164,7 @@ def interpolation_dataset(
 
 
 def aligned_operator_prompts(
-    model: HookedTransformer,
+    model: Model,
     op_a: str,
     op_b: str,
     a: int,
@@ -190,7 +190,7 @@ def aligned_operator_prompts(
 
 
 def boolean_interpolation(
-    model: HookedTransformer,
+    model: Model,
     op_a: str,
     op_b: str,
     lambdas: Float[Tensor, " grid"] | None = None,
@@ -238,7 +238,7 @@ def boolean_interpolation(
 
 
 def boolean_all_pairs(
-    model: HookedTransformer,
+    model: Model,
     lambdas: Float[Tensor, " grid"] | None = None,
     *,
     ops: Sequence[str] = tuple(BOOLEAN_OPS),

@@ -13,7 +13,7 @@ import json
 from importlib import resources
 from typing import Any
 
-from transformer_lens import HookedTransformer
+from tl_continuous.backends.base import Model
 
 __all__ = [
     "COUNTING_TEMPLATE",
@@ -104,7 +104,7 @@ def sums_prompt(
     return prompt, (len(prefix) + where, len(prefix) + where + len(str(a)))
 
 
-def apply_chat(model: HookedTransformer, prompt: str) -> tuple[str, int]:
+def apply_chat(model: Model, prompt: str) -> tuple[str, int]:
     """Wrap ``prompt`` as the user turn of the tokenizer's chat template.
 
     Returns:
@@ -124,7 +124,7 @@ def apply_chat(model: HookedTransformer, prompt: str) -> tuple[str, int]:
     return text, where
 
 
-def token_span(model: HookedTransformer, prompt: str, lo: int, hi: int) -> tuple[int, int]:
+def token_span(model: Model, prompt: str, lo: int, hi: int) -> tuple[int, int]:
     """First and last (inclusive) token positions of ``model.to_tokens(prompt)`` whose
     characters overlap ``prompt[lo:hi]`` (a BOS the model prepends is counted).
 

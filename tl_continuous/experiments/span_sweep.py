@@ -18,8 +18,8 @@ from typing import Any
 import torch
 from jaxtyping import Float, Int
 from torch import Tensor
-from transformer_lens import HookedTransformer
 
+from tl_continuous.backends.base import Model
 from tl_continuous.experiments.batched import duration_sweep_probs, progress_iter
 from tl_continuous.experiments.prompts import apply_chat, load_dataset, token_span
 from tl_continuous.experiments.readouts import Readout, ReadoutRule
@@ -40,7 +40,7 @@ def default_grid(steps: int = 100) -> Float[Tensor, " steps"]:
 
 
 def shrink_tokens(
-    model: HookedTransformer,
+    model: Model,
     tokens: Int[Tensor, "1 pos"],
     span: tuple[int, int],
     cs: Float[Tensor, " grid"],
@@ -94,7 +94,7 @@ def shrink_tokens(
 
 
 def shrink_text_span(
-    model: HookedTransformer,
+    model: Model,
     prompt: str,
     chars: tuple[int, int],
     cs: Float[Tensor, " grid"],

@@ -13,8 +13,8 @@ from typing import Any
 
 from jaxtyping import Float
 from torch import Tensor
-from transformer_lens import HookedTransformer
 
+from tl_continuous.backends.base import Model
 from tl_continuous.experiments.prompts import SUMS_TEMPLATE, sums_prompt
 from tl_continuous.experiments.readouts import ReadoutRule
 from tl_continuous.experiments.results import Sweep, SweepSet
@@ -24,7 +24,7 @@ __all__ = ["sum_curve", "sum_dataset"]
 
 
 def sum_curve(
-    model: HookedTransformer,
+    model: Model,
     text: str,
     question: str,
     a: int,
@@ -66,7 +66,7 @@ def sum_curve(
 
 
 def sum_dataset(
-    model: HookedTransformer,
+    model: Model,
     items: Sequence[dict[str, Any]] | None = None,
     cs: Float[Tensor, " grid"] | None = None,
     *,

@@ -20,8 +20,8 @@ from typing import Any
 import torch
 from jaxtyping import Float
 from torch import Tensor
-from transformer_lens import HookedTransformer
 
+from tl_continuous.backends.base import Model
 from tl_continuous.experiments.batched import (
     duration_sweep_probs,
     next_token_probs,
@@ -39,7 +39,7 @@ def _default_prompt() -> str:
 
 
 def _finish(
-    model: HookedTransformer,
+    model: Model,
     experiment: str,
     knob: str,
     prompt: str,
@@ -65,7 +65,7 @@ def _finish(
 
 
 def translation_sweep(
-    model: HookedTransformer,
+    model: Model,
     prompt: str | None = None,
     shifts: Float[Tensor, " grid"] | None = None,
     *,
@@ -114,7 +114,7 @@ def translation_sweep(
 
 
 def scaling_sweep(
-    model: HookedTransformer,
+    model: Model,
     prompt: str | None = None,
     scales: Float[Tensor, " grid"] | None = None,
     *,

@@ -45,7 +45,7 @@ from tl_continuous.lines_of_thought.hooks import (
 )
 
 if TYPE_CHECKING:
-    from transformer_lens import HookedTransformer
+    from tl_continuous.backends.base import Model
 
 __all__ = [
     "Collected",
@@ -109,7 +109,7 @@ class IncompleteShardsError(ValueError):
 
 
 # --------------------------------------------------------------------------- helpers
-def model_metadata(model: HookedTransformer) -> dict[str, Any]:
+def model_metadata(model: Model) -> dict[str, Any]:
     """Model name and its config as a JSON-safe dict."""
     return {
         "model_name": str(model.cfg.model_name),
@@ -188,7 +188,7 @@ def pilot_hooks(
 
 
 def _run_batch(
-    model: HookedTransformer,
+    model: Model,
     tokens: Tensor,
     mask: Tensor | None,
     names: list[str],
@@ -208,7 +208,7 @@ def _run_batch(
     return torch.stack([store[n] for n in names], dim=1), pilots
 
 
-def _check_model(model: HookedTransformer, include_final_norm: bool) -> None:
+def _check_model(model: Model, include_final_norm: bool) -> None:
     if include_final_norm and FINAL_NORM_HOOK not in model.hook_dict:
         raise ValueError(
             "include_final_norm=True but the model has no final normalisation "
@@ -216,7 +216,7 @@ def _check_model(model: HookedTransformer, include_final_norm: bool) -> None:
         )
 
 
-def _check_tokens(model: HookedTransformer, tokens: Tensor) -> None:
+def _check_tokens(model: Model, tokens: Tensor) -> None:
     """Token ids the model can run: at least one sequence of 1..n_ctx ids in the vocabulary."""
     n, pos = tokens.shape
     if n == 0 or pos == 0:
@@ -252,7 +252,7 @@ def _read_manifest(path: Path) -> dict[str, Any]:
 
 
 def check_collection(
-    model: HookedTransformer,
+    model: Model,
     tokens_or_corpus: Int[Tensor, "n pos"] | PseudoSentences,
     *,
     attention_mask: Int[Tensor, "n pos"] | None = None,
@@ -292,7 +292,7 @@ def check_collection(
 
 # --------------------------------------------------------------------- in memory
 def collect_trajectories(
-    model: HookedTransformer,
+    model: Model,
     tokens_or_corpus: Int[Tensor, "n pos"] | PseudoSentences,
     *,
     attention_mask: Int[Tensor, "n pos"] | None = None,
@@ -386,7 +386,7 @@ def _manifest(
 
 
 def collect_shards(
-    model: HookedTransformer,
+    model: Model,
     tokens_or_corpus: Int[Tensor, "n pos"] | PseudoSentences,
     shard_dir: str | os.PathLike[str],
     *,

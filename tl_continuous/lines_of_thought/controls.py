@@ -34,9 +34,9 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 from tqdm.auto import tqdm
-from transformer_lens import HookedTransformer
 
 from tl_continuous._io import load_json, reading, save_json
+from tl_continuous.backends.base import Model
 from tl_continuous.lines_of_thought.compare import classifier_accuracy
 from tl_continuous.lines_of_thought.dynamics import ResidualStatistics, VarianceLawFit
 
@@ -56,7 +56,7 @@ DIAGNOSTICS_FORMAT = "tl_continuous.lines_of_thought.layer_diagnostics"
 VERSION = 1
 
 
-def untrained_model(model: HookedTransformer, *, seed: int = 0) -> HookedTransformer:
+def untrained_model(model: Model, *, seed: int = 0) -> Model:
     """A new model with ``model``'s config and tokenizer and freshly initialised weights.
 
     TransformerLens's own initialisation (``cfg.init_mode``) is used, under a forked torch RNG
@@ -72,8 +72,15 @@ def untrained_model(model: HookedTransformer, *, seed: int = 0) -> HookedTransfo
     >>> r.cfg.n_layers == m.cfg.n_layers, bool(torch.equal(r.W_E, m.W_E))
     (True, False)
     """
-    if not isinstance(model, HookedTransformer):
-        raise TypeError(f"model must be a HookedTransformer (got {type(model).__name__})")
+    from tl_continuous.backends import backend_name
+
+    if backend_name(model) != "hooked":
+        raise TypeError(
+            "model must be a HookedTransformer (re-initialising a TransformerBridge is not "
+            f"implemented; got {type(model).__name__})"
+        )
+    from transformer_lens import HookedTransformer
+
     cfg = copy.deepcopy(model.cfg)
     cfg.seed = None  # TransformerLens would reseed every global RNG
     # loaded models carry init_weights=False (their weights come from a checkpoint): without
@@ -89,9 +96,7 @@ def untrained_model(model: HookedTransformer, *, seed: int = 0) -> HookedTransfo
     return fresh.eval()
 
 
-def reinitialised_model(
-    model: HookedTransformer, *, from_layer: int | None = None, seed: int = 0
-) -> HookedTransformer:
+def reinitialised_model(model: Model, *, from_layer: int | None = None, seed: int = 0) -> Model:
     """A copy of ``model`` whose blocks ``from_layer..n_layers-1`` are re-initialised.
 
     Args:

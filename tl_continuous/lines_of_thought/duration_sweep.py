@@ -58,8 +58,7 @@ from tl_continuous.lines_of_thought.ensemble import LinesOfThought
 from tl_continuous.lines_of_thought.hooks import HookKind, parse_layer_hook_names
 
 if TYPE_CHECKING:
-    from transformer_lens import HookedTransformer
-
+    from tl_continuous.backends.base import Model
     from tl_continuous.lines_of_thought.corpus import PseudoSentences
 
 __all__ = ["FORMAT", "VERSION", "DurationSweepLines"]
@@ -124,7 +123,7 @@ def _shrink_mask(
     return spans, mask
 
 
-def _hooks_of(bases: TrajectoryBases, model: HookedTransformer) -> tuple[HookKind, list[int], bool]:
+def _hooks_of(bases: TrajectoryBases, model: Model) -> tuple[HookKind, list[int], bool]:
     """The hook kind, blocks and final-norm flag that produced ``bases.layer_names``."""
     if bases.d_model != model.cfg.d_model:
         raise ValueError(
@@ -320,7 +319,7 @@ class DurationSweepLines:
     @classmethod
     def collect(
         cls,
-        model: HookedTransformer,
+        model: Model,
         tokens_or_corpus: Int[Tensor, "batch pos"] | PseudoSentences,
         bases: TrajectoryBases | None,
         values: Sequence[float | int] | Real[Tensor, " n_values"],

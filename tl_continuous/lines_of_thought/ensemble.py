@@ -37,8 +37,7 @@ from tl_continuous.lines_of_thought.hooks import (
 )
 
 if TYPE_CHECKING:
-    from transformer_lens import HookedTransformer
-
+    from tl_continuous.backends.base import Model
     from tl_continuous.lines_of_thought.corpus import PseudoSentences
 
 __all__ = ["FORMAT", "VERSION", "LinesOfThought"]
@@ -211,7 +210,7 @@ class LinesOfThought:
     @classmethod
     def collect(
         cls,
-        model: HookedTransformer,
+        model: Model,
         tokens_or_corpus: Int[Tensor, "batch pos"] | PseudoSentences,
         *,
         attention_mask: Int[Tensor, "batch pos"] | None = None,

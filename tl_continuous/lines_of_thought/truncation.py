@@ -37,7 +37,7 @@ from tl_continuous.lines_of_thought.bases import TrajectoryBases
 from tl_continuous.lines_of_thought.ensemble import LinesOfThought
 
 if TYPE_CHECKING:
-    from transformer_lens import HookedTransformer
+    from tl_continuous.backends.base import Model
 
 __all__ = [
     "FORMAT",
@@ -200,7 +200,7 @@ class TruncationCurve:
 
 # ---------------------------------------------------------------------------- helpers
 def logprobs_from_residual(
-    model: HookedTransformer, resid: Float[Tensor, "batch d_model"]
+    model: Model, resid: Float[Tensor, "batch d_model"]
 ) -> Float[Tensor, "batch vocab"]:
     """Final norm, unembedding and log-softmax (float64) of last-block residuals."""
     dtype = model.cfg.dtype
@@ -222,7 +222,7 @@ def _grid(ks: list[int] | None, bases: TrajectoryBases) -> list[int]:
 _ARCHITECTURE = ("model_name", "n_layers", "d_model", "d_vocab", "n_heads", "d_head")
 
 
-def _check(model: HookedTransformer, lot: LinesOfThought, bases: TrajectoryBases) -> None:
+def _check(model: Model, lot: LinesOfThought, bases: TrajectoryBases) -> None:
     if lot.layer_names != bases.layer_names:
         raise ValueError("bases were not built from this ensemble's layers (layer_names differ)")
     if bases.d_model != lot.d_model:
@@ -245,7 +245,7 @@ def _check(model: HookedTransformer, lot: LinesOfThought, bases: TrajectoryBases
             )
 
 
-def _block_layers(model: HookedTransformer, lot: LinesOfThought) -> list[tuple[int, str]]:
+def _block_layers(model: Model, lot: LinesOfThought) -> list[tuple[int, str]]:
     """(ensemble index, hook name) of every block hook in the ensemble."""
     return [(i, n) for i, n in enumerate(lot.layer_names) if n.startswith("blocks.")]
 
@@ -280,7 +280,7 @@ def _summarise(
 
 # --------------------------------------------------------------------- last layer
 def truncation_kl_last_layer(
-    model: HookedTransformer,
+    model: Model,
     lot: LinesOfThought,
     bases: TrajectoryBases,
     ks: list[int] | None = None,
@@ -384,7 +384,7 @@ def _multi_k_hooks(
 
 
 def _every_layer_kv_batch(
-    model: HookedTransformer,
+    model: Model,
     toks: Tensor,
     bases: TrajectoryBases,
     layers: list[tuple[int, str]],
@@ -419,7 +419,7 @@ def _every_layer_kv_batch(
 
 
 def truncation_kl_every_layer(
-    model: HookedTransformer,
+    model: Model,
     lot: LinesOfThought,
     bases: TrajectoryBases,
     ks: list[int] | None = None,

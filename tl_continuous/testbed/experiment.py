@@ -32,9 +32,9 @@ from typing import Any
 import torch
 from jaxtyping import Float, Int
 from torch import Tensor
-from transformer_lens import HookedTransformer
 
 from tl_continuous._io import load_json, reading, save_json
+from tl_continuous.backends.base import Model
 from tl_continuous.testbed.model import load_testbed
 from tl_continuous.testbed.task import VOCAB, CountingExample, CountingTask
 
@@ -74,7 +74,7 @@ VARIANTS: dict[str, Variant] = {
 
 
 def _continuous_logits(
-    model: HookedTransformer,
+    model: Model,
     tokens: Int[Tensor, "batch pos"],
     values: Float[Tensor, "batch pos"],
     attention: bool,
@@ -90,7 +90,7 @@ def _continuous_logits(
 
 @torch.no_grad()
 def count_distribution(
-    model: HookedTransformer,
+    model: Model,
     tokens: Int[Tensor, "batch pos"],
     values: Float[Tensor, "batch pos"],
     *,
@@ -199,7 +199,7 @@ class CountingContinuityResult:
     @classmethod
     def from_model(
         cls,
-        model: HookedTransformer | None = None,
+        model: Model | None = None,
         *,
         ns: Sequence[int] = tuple(range(1, 9)),
         cs: Sequence[float] = DEFAULT_CS,

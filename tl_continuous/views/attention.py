@@ -26,8 +26,8 @@ from typing import Any
 import torch
 from jaxtyping import Float, Int
 from torch import Tensor
-from transformer_lens import HookedTransformer
 
+from tl_continuous.backends.base import Model
 from tl_continuous.continuous.durations import Durations
 from tl_continuous.continuous.signal import continuous
 
@@ -65,7 +65,7 @@ def duration_labels(str_tokens: Sequence[str], durations: Durations, row: int = 
 
 
 def _tokens_and_text(
-    model: HookedTransformer,
+    model: Model,
     tokens: Int[Tensor, "1 pos"] | str,
     str_tokens: Sequence[str] | None,
 ) -> tuple[Tensor, list[str]]:
@@ -85,7 +85,7 @@ def _tokens_and_text(
 
 
 def duration_attention_view(
-    model: HookedTransformer,
+    model: Model,
     tokens: Int[Tensor, "1 pos"] | str,
     durations: Durations,
     *,

@@ -116,3 +116,29 @@ def test_load_model_rejects_an_unknown_backend() -> None:
 
     with pytest.raises(ValueError, match="backend must be one of"):
         load_model("smollm2-135m", backend="vllm")
+
+
+@torch.no_grad()
+def test_bridge_kl_curves_and_variance_law_match_hooked(bridge: Any, smollm2: Any) -> None:
+    from tl_continuous.lines_of_thought.bases import TrajectoryBases
+    from tl_continuous.lines_of_thought.dynamics import ResidualStatistics, VarianceLawFit
+    from tl_continuous.lines_of_thought.truncation import (
+        truncation_kl_every_layer,
+        truncation_kl_last_layer,
+    )
+
+    tokens = torch.randint(100, 4000, (48, 8), generator=torch.Generator().manual_seed(2))
+    ks = [4, 16, 32]
+    results = {}
+    for name, model in (("bridge", bridge), ("hooked", smollm2)):
+        lot = LinesOfThought.collect(model, tokens, batch_size=24, progress=False)
+        bases = TrajectoryBases.from_ensemble(lot)
+        last = truncation_kl_last_layer(model, lot, bases, ks, progress=False)
+        every = truncation_kl_every_layer(model, lot, bases, ks, batch_size=24, progress=False)
+        n = lot.n_layers
+        stats = ResidualStatistics.from_tensors(lot.trajectories, bases.U, bases.S)
+        fit = VarianceLawFit.from_statistics(stats, layers=(n // 6, n - n // 6))
+        results[name] = (last.kl_mean, every.kl_mean, fit.alpha)
+    for ours, ref in zip(results["bridge"][:2], results["hooked"][:2], strict=True):
+        assert float(((ours - ref).abs() / ref.abs().clamp(min=1e-6)).max()) < 1e-3
+    assert abs(results["bridge"][2] - results["hooked"][2]) < 1e-3 * abs(results["hooked"][2])

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Protocol, TypeAlias, runtime_checkable
 
-from torch import nn
+from torch import Tensor, nn
 from transformer_lens.hook_points import HookPoint
 
 __all__ = ["Backend", "Model", "Undo", "add_permanent_hook"]
@@ -49,6 +49,15 @@ class Backend(Protocol):
     def attach_signal(self, model: Any, signal: Any) -> Undo:
         """Splice the ``ContinuousSignal`` into ``model`` as ``model.continuous`` (its
         HookPoints then appear in ``hook_dict`` and caches); return what detaches it."""
+        ...
+
+    def kv_prefix(self, model: Any, prefix: Tensor) -> Any:
+        """Run ``prefix`` ``[batch, pos]`` once and return its key/value cache."""
+        ...
+
+    def kv_continue(self, model: Any, tokens: Tensor, cache: Any, repeat: int) -> Tensor:
+        """Logits of ``tokens`` after a :meth:`kv_prefix` cache whose rows are tiled
+        ``repeat`` times (``K``-major), leaving the cache as it was."""
         ...
 
     def install(

@@ -111,6 +111,26 @@ class BridgeBackend:
 
         return detach
 
+    def kv_prefix(self, model: Any, prefix: Tensor) -> Any:
+        """Run ``prefix`` once; return Hugging Face's key/value cache of it."""
+        _, cache = model(prefix, return_type="logits_and_cache", use_cache=True)
+        return cache
+
+    def kv_continue(self, model: Any, tokens: Tensor, cache: Any, repeat: int) -> Tensor:
+        """Logits ``[repeat * batch, pos, vocab]`` of ``tokens`` after the cached prefix, the
+        cache's rows tiled ``repeat`` times (``K``-major); ``cache`` is left as it was.
+
+        Hugging Face's caches have no frozen mode: each call continues a copy.
+        """
+        import copy
+
+        rows = tokens.repeat(repeat, 1)
+        big = copy.deepcopy(cache)
+        if repeat > 1:
+            big.reorder_cache(torch.arange(tokens.shape[0], device=tokens.device).repeat(repeat))
+        logits: Tensor = model(rows, past_key_values=big, use_cache=True)
+        return logits
+
     def install(
         self,
         model: Any,

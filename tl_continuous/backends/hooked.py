@@ -127,6 +127,26 @@ class HookedBackend:
             raise
         return detach
 
+    def kv_prefix(self, model: Any, prefix: Tensor) -> Any:
+        """Run ``prefix`` once into a frozen TransformerLens key/value cache; return it."""
+        from transformer_lens.cache.key_value_cache import TransformerLensKeyValueCache
+
+        cache = TransformerLensKeyValueCache.init_cache(
+            model.cfg, model.cfg.device, prefix.shape[0]
+        )
+        ones = torch.ones_like(prefix)
+        model(prefix, attention_mask=ones, past_kv_cache=cache, return_type=None)
+        cache.freeze()  # the continuations' keys/values are never appended
+        return cache
+
+    def kv_continue(self, model: Any, tokens: Tensor, cache: Any, repeat: int) -> Tensor:
+        """Logits ``[repeat * batch, pos, vocab]`` of ``tokens`` after the cached prefix, the
+        cache's rows tiled ``repeat`` times (``K``-major); ``cache`` is left as it was."""
+        big = cache if repeat == 1 else _repeat_cache(cache, repeat)
+        rows = tokens.repeat(repeat, 1)
+        logits: Tensor = model(rows, attention_mask=torch.ones_like(rows), past_kv_cache=big)
+        return logits
+
     def install(
         self,
         model: Any,
@@ -252,6 +272,26 @@ def _pos_embed_hook(signal: Any) -> Any:
         return interpolate_table(table, state.index[:, offset:], valid)
 
     return hook
+
+
+def _repeat_cache(cache: Any, m: int) -> Any:
+    """A frozen copy of a key/value cache with every row repeated ``m`` times (K-major)."""
+    from transformer_lens.cache.key_value_cache import TransformerLensKeyValueCache
+    from transformer_lens.cache.key_value_cache_entry import TransformerLensKeyValueCacheEntry
+
+    entries = [
+        TransformerLensKeyValueCacheEntry(
+            past_keys=e.past_keys.repeat(m, 1, 1, 1),
+            past_values=e.past_values.repeat(m, 1, 1, 1),
+            frozen=True,
+        )
+        for e in cache.entries
+    ]
+    return TransformerLensKeyValueCache(
+        entries=entries,
+        previous_attention_mask=cache.previous_attention_mask.repeat(m, 1),
+        frozen=True,
+    )
 
 
 BACKEND = HookedBackend()

@@ -33,6 +33,8 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 from tl_continuous._io import load_tensors, reading, save_tensors
+from tl_continuous._progress import progress as progress_iter
+from tl_continuous.backends import backend_for
 from tl_continuous.lines_of_thought.bases import TrajectoryBases
 from tl_continuous.lines_of_thought.ensemble import LinesOfThought
 
@@ -250,14 +252,6 @@ def _block_layers(model: Model, lot: LinesOfThought) -> list[tuple[int, str]]:
     return [(i, n) for i, n in enumerate(lot.layer_names) if n.startswith("blocks.")]
 
 
-def _progress(iterable: Any, enabled: bool, total: int, desc: str) -> Any:
-    if not enabled:
-        return iterable
-    from tqdm.auto import tqdm
-
-    return tqdm(iterable, total=total, desc=desc)
-
-
 def _summarise(
     kls: Float[Tensor, "n_k n"],
     ks: list[int],
@@ -315,7 +309,8 @@ def truncation_kl_last_layer(
     logps = []
     starts = range(0, lot.n_trajectories, batch_size)
     with torch.inference_mode():
-        for start in _progress(starts, progress, len(starts), "KL, last layer"):
+        bar = progress_iter(starts, enabled=progress, total=len(starts), desc="KL, last layer")
+        for start in bar:
             xb = x[start : start + batch_size]
             logp = logprobs_from_residual(model, xb)
             logps.append(logp.float())
@@ -331,39 +326,21 @@ def truncation_kl_last_layer(
 def _projection_hooks(
     bases: TrajectoryBases, layers: list[tuple[int, str]], k: int
 ) -> list[tuple[str | Callable[..., Any], Callable[..., Any]]]:
-    tops = {name: bases.top(i, k) for i, name in layers}
+    # one closure per hook, keyed by the name asked for: on a TransformerBridge hook.name is
+    # the canonical name of the alias (blocks.0.hook_out for blocks.0.hook_resid_post)
+    def projector(u: Tensor) -> Callable[..., Tensor]:
+        def project(act: Tensor, hook: Any) -> Tensor:
+            basis = u.to(act.device)
+            new = ((act[:, -1].to(basis.dtype) @ basis) @ basis.T).to(act.dtype)
+            if act.shape[1] == 1:  # the pilot alone (key/value-cache path)
+                return new[:, None]
+            out = act.clone()
+            out[:, -1] = new
+            return out
 
-    def project(act: Tensor, hook: Any) -> Tensor:
-        u = tops[hook.name].to(act.device)
-        pilot = act[:, -1].to(u.dtype)
-        new = ((pilot @ u) @ u.T).to(act.dtype)
-        if act.shape[1] == 1:  # the pilot alone (key/value-cache path)
-            return new[:, None]
-        out = act.clone()
-        out[:, -1] = new
-        return out
+        return project
 
-    return [(name, project) for _, name in layers]
-
-
-def _repeat_cache(cache: Any, m: int) -> Any:
-    """A frozen copy of a key/value cache with every row repeated ``m`` times (K-major)."""
-    from transformer_lens.cache.key_value_cache import TransformerLensKeyValueCache
-    from transformer_lens.cache.key_value_cache_entry import TransformerLensKeyValueCacheEntry
-
-    entries = [
-        TransformerLensKeyValueCacheEntry(
-            past_keys=e.past_keys.repeat(m, 1, 1, 1),
-            past_values=e.past_values.repeat(m, 1, 1, 1),
-            frozen=True,
-        )
-        for e in cache.entries
-    ]
-    return TransformerLensKeyValueCache(
-        entries=entries,
-        previous_attention_mask=cache.previous_attention_mask.repeat(m, 1),
-        frozen=True,
-    )
+    return [(name, projector(bases.top(i, k))) for i, name in layers]
 
 
 def _multi_k_hooks(
@@ -372,15 +349,17 @@ def _multi_k_hooks(
     row_k: Int[Tensor, " rows"],
 ) -> list[tuple[str | Callable[..., Any], Callable[..., Any]]]:
     """Hooks projecting row ``r`` of a ``[rows, 1, d_model]`` pilot onto its top-``row_k[r]``."""
-    full = {name: bases.top(i, bases.rank) for i, name in layers}  # sorted by singular value
     keep = (torch.arange(bases.rank)[None, :] < row_k[:, None]).to(bases.U.dtype)
 
-    def project(act: Tensor, hook: Any) -> Tensor:
-        u = full[hook.name].to(act.device)
-        coeff = (act[:, -1].to(u.dtype) @ u) * keep.to(act.device)
-        return (coeff @ u.T).to(act.dtype)[:, None]
+    def projector(u: Tensor) -> Callable[..., Tensor]:  # u sorted by singular value
+        def project(act: Tensor, hook: Any) -> Tensor:
+            basis = u.to(act.device)
+            coeff = (act[:, -1].to(basis.dtype) @ basis) * keep.to(act.device)
+            return (coeff @ basis.T).to(act.dtype)[:, None]
 
-    return [(name, project) for _, name in layers]
+        return project
+
+    return [(name, projector(bases.top(i, bases.rank))) for i, name in layers]
 
 
 def _every_layer_kv_batch(
@@ -392,27 +371,20 @@ def _every_layer_kv_batch(
     out: Tensor,
     max_rows: int,
 ) -> Tensor:
-    """Prefix once into a frozen cache; pilot re-run for several K per pass; fills ``out``."""
-    from transformer_lens.cache.key_value_cache import TransformerLensKeyValueCache
-
+    """Prefix once into a key/value cache; pilot re-run for several K per pass; fills ``out``."""
+    backend = backend_for(model)
     b = toks.shape[0]
-    cache = TransformerLensKeyValueCache.init_cache(model.cfg, model.cfg.device, b)
-    ones = torch.ones_like(toks)
-    model(toks[:, :-1], attention_mask=ones[:, :-1], past_kv_cache=cache, return_type=None)
-    cache.freeze()  # the pilot's keys/values are never appended
+    cache = backend.kv_prefix(model, toks[:, :-1])
     last = toks[:, -1:]
-    logits = model(last, attention_mask=ones[:, -1:], past_kv_cache=cache)[:, -1]
+    logits = backend.kv_continue(model, last, cache, 1)[:, -1]
     logp = torch.log_softmax(logits.double(), dim=-1)
     per_pass = max(1, max_rows // b)
     for first in range(0, len(grid), per_pass):
         chunk = grid[first : first + per_pass]
         m = len(chunk)
-        big = cache if m == 1 else _repeat_cache(cache, m)
         row_k = torch.tensor(chunk).repeat_interleave(b)
         with model.hooks(fwd_hooks=_multi_k_hooks(bases, layers, row_k)):
-            logits = model(
-                last.repeat(m, 1), attention_mask=ones[:, -1:].repeat(m, 1), past_kv_cache=big
-            )
+            logits = backend.kv_continue(model, last, cache, m)
         logp_k = torch.log_softmax(logits[:, -1].double(), dim=-1).view(m, b, -1)
         out[first : first + m] = kl_divergence(logp_k, logp.expand(m, -1, -1)).cpu()
     return logp
@@ -483,7 +455,8 @@ def truncation_kl_every_layer(
     logps: list[Tensor] = []
     starts = range(0, lot.n_trajectories, batch_size)
     with torch.inference_mode():
-        for start in _progress(starts, progress, len(starts), f"KL, every layer ({method})"):
+        desc = f"KL, every layer ({method})"
+        for start in progress_iter(starts, enabled=progress, total=len(starts), desc=desc):
             toks = lot.tokens[start : start + batch_size].to(device)
             b = toks.shape[0]
             if method == "naive":

@@ -44,10 +44,16 @@ def main() -> None:
     model = load_model()
     ps = pseudo_sentences(model, n_tokens=50, limit=args.n, seed=0)
     lot = LinesOfThought.collect(model, ps, batch_size=args.batch_size, progress=False)
-    from tl_continuous.lines_of_thought.report import DEFAULT_KS
-    from tl_continuous.models import cache_root
+    from tl_continuous.reports.settings import (
+        DEFAULT_KS,
+        DEFAULT_MODEL,
+        shard_folder,
+        shard_root,
+        shard_stem,
+    )
 
-    shards = args.shards or cache_root() / "lot-shards" / "smollm2-135m-pydoc-n50-2000-s0"
+    # the shard folder of `tl-continuous report lines-of-thought` (and `tl-continuous collect`)
+    shards = args.shards or shard_folder(shard_root(), shard_stem(DEFAULT_MODEL, None, 50), 2000, 0)
     try:
         source = LinesOfThought.from_shards(shards)
         bases_from = str(shards)

@@ -144,7 +144,7 @@ def test_checkpoint_round_trip(tmp_path: Path):
 
 
 def test_missing_checkpoint_says_how_to_regenerate(tmp_path: Path):
-    with pytest.raises(FileNotFoundError, match=r"tl_continuous\.testbed\.train"):
+    with pytest.raises(FileNotFoundError, match=r"tl-continuous train-testbed"):
         load_testbed(tmp_path)
 
 

@@ -1,18 +1,29 @@
-"""The ``tl-continuous`` console script.
+"""The ``tl-continuous`` console script: the one way in to every program of the package.
 
-Subcommands import what they need when they run, so ``tl-continuous --help`` is instant.
+::
+
+    tl-continuous demo | count | experiment NAME
+    tl-continuous report {lines-of-thought,dynamics,testbed}
+    tl-continuous collect | train-testbed
+
+The programs behind ``report``, ``collect`` and ``train-testbed`` live in
+:mod:`tl_continuous.reports`; their options come from the modules' ``add_arguments``, which
+import nothing heavy. Subcommands import what they need when they run, so
+``tl-continuous --help`` is instant.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
+import shlex
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["build_parser", "main"]
+__all__ = ["build_parser", "command_line", "main"]
 
 
 def _add_model_args(parser: argparse.ArgumentParser) -> None:
@@ -62,7 +73,31 @@ def build_parser() -> argparse.ArgumentParser:
     exp.add_argument("name", choices=_EXPERIMENTS, help="which experiment")
     _add_sweep_args(exp, steps=None)
     exp.add_argument("--limit", type=int, default=None, help="first LIMIT dataset items only")
+
+    report = sub.add_parser("report", help="reproduce a results file (docs/results_*.md)")
+    which = report.add_subparsers(dest="report", required=True, metavar="REPORT")
+    for name, (module, help_text) in _REPORTS.items():
+        _program(which, name, module, help_text)
+    _program(sub, "collect", "collect", "lines of thought of a corpus into a shard folder")
+    _program(sub, "train-testbed", "train_testbed", "train the counting testbed's checkpoint")
     return parser
+
+
+# report name -> (module under tl_continuous.reports, help)
+_REPORTS = {
+    "lines-of-thought": ("lines_of_thought", "spectra, KL knees, baseline"),
+    "dynamics": ("dynamics", "variance law, noise statistics, comparisons, controls"),
+    "testbed": ("testbed", "the counting testbed's continuity experiment"),
+}
+
+
+def _program(sub: Any, name: str, module: str, help_text: str) -> None:
+    """A subcommand whose options and body are ``tl_continuous.reports.<module>``'s."""
+    program = importlib.import_module(f"tl_continuous.reports.{module}")
+    first_line = (program.__doc__ or help_text).split("\n")[0]
+    parser = sub.add_parser(name, help=help_text, description=first_line.split(": ", 1)[-1])
+    program.add_arguments(parser)
+    parser.set_defaults(program=module)
 
 
 _EXPERIMENTS = (
@@ -248,7 +283,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
     if args.no_report:
         return 0
-    from tl_continuous.report import build_report
+    from tl_continuous.reports.demo import build_report
 
     print("\nReport: attention under durations, counting testbed, lines of thought")
     report_start = time.perf_counter()
@@ -268,20 +303,35 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``tl-continuous`` and ``python -m tl_continuous``."""
     parser = build_parser()
-    args = parser.parse_args(argv)
-    if args.png:  # fail before the computation, not after it
+    given = list(sys.argv[1:] if argv is None else argv)
+    args = parser.parse_args(given)
+    if getattr(args, "png", False):  # fail before the computation, not after it
         from tl_continuous.views.export import PngExportUnavailable, check_png_export
 
         try:
             check_png_export()
         except PngExportUnavailable as err:
             parser.error(f"--png: {err}")
-    if args.threads:
+    if getattr(args, "threads", None):
         import torch
 
         torch.set_num_threads(args.threads)
+    if hasattr(args, "program"):
+        program = importlib.import_module(f"tl_continuous.reports.{args.program}")
+        if args.command == "report" and args.report != "testbed":
+            return int(program.run(args, command_line(given)))
+        return int(program.run(args))
     commands = {"demo": _cmd_demo, "count": _cmd_count, "experiment": _cmd_experiment}
     return commands[args.command](args)
+
+
+def command_line(argv: Sequence[str]) -> str:
+    """The shell command that reproduces a results file (``--render-only`` left out).
+
+    >>> command_line(["report", "dynamics", "--threads", "1", "--render-only"])
+    'tl-continuous report dynamics --threads 1'
+    """
+    return shlex.join(["tl-continuous", *(a for a in argv if a != "--render-only")])
 
 
 if __name__ == "__main__":

@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from tl_continuous.lines_of_thought.corpus import gibberish
-from tl_continuous.lines_of_thought.dynamics_report import build_results, render_markdown
+from tl_continuous.reports.dynamics import render_markdown
+from tl_continuous.reports.dynamics_results import build_results
 from tl_continuous.tiny import tiny_model
 
 pytestmark = pytest.mark.usefixtures("one_thread")

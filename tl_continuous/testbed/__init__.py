@@ -4,7 +4,7 @@
   and the seeded prompt generator :class:`CountingTask`;
 * :mod:`~tl_continuous.testbed.model`: the config and the shipped checkpoint
   (:func:`load_testbed`, also ``tl_continuous.load_model("counting-testbed")``);
-* :mod:`~tl_continuous.testbed.train`: training, ``python -m tl_continuous.testbed.train``;
+* :mod:`~tl_continuous.testbed.train`: training, ``tl-continuous train-testbed``;
 * :mod:`~tl_continuous.testbed.experiment`: E[count] against summed durations.
 
 >>> model = load_testbed()

@@ -6,7 +6,7 @@ The checkpoint lives in ``tl_continuous/testbed/checkpoint/``:
 * ``config.json``: the ``HookedTransformerConfig`` fields and the vocabulary's words;
 * ``training.json``: the training record (seed, steps, time, held-out accuracy, sha256).
 
-``python -m tl_continuous.testbed.train`` regenerates all three.
+``tl-continuous train-testbed`` regenerates all three.
 
 >>> model = load_testbed()
 >>> model.cfg.model_name, model.cfg.d_vocab == len(VOCAB)
@@ -118,7 +118,7 @@ def load_testbed(
         if not path.is_file():
             raise FileNotFoundError(
                 f"folder must hold a testbed checkpoint; {path} is missing "
-                "(regenerate with: python -m tl_continuous.testbed.train)"
+                "(regenerate with: tl-continuous train-testbed)"
             )
     saved = json.loads(config_path.read_text())
     if tuple(saved["vocabulary"]) != VOCAB.words:

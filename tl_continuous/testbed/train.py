@@ -2,8 +2,8 @@
 
 Regenerate the shipped checkpoint with::
 
-    python -m tl_continuous.testbed.train            # writes tl_continuous/testbed/checkpoint/
-    python -m tl_continuous.testbed.train --out DIR  # anywhere else
+    tl-continuous train-testbed            # writes tl_continuous/testbed/checkpoint/
+    tl-continuous train-testbed --out DIR  # anywhere else
 
 Determinism: the data come from Python's ``random.Random(seed)``, the initial weights from
 ``torch.manual_seed``, ``torch.use_deterministic_algorithms(True)`` is on during training and
@@ -21,12 +21,10 @@ the cross-entropy of the answer token after the prompt's last token.
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import os
 import random
-import sys
 import tempfile
 import time
 from collections.abc import Iterator, Sequence
@@ -38,14 +36,13 @@ import torch
 from transformer_lens import HookedTransformer
 
 from tl_continuous.testbed.model import (
-    CHECKPOINT_DIR,
     build_model,
     state_dict_sha256,
     testbed_config,
 )
 from tl_continuous.testbed.task import VOCAB, CountingExample, CountingTask, collate
 
-__all__ = ["TrainConfig", "TrainResult", "evaluate", "main", "save_checkpoint", "train"]
+__all__ = ["TrainConfig", "TrainResult", "evaluate", "save_checkpoint", "train"]
 
 _HELD_OUT_SEED_OFFSET = 1_000_003
 
@@ -255,35 +252,3 @@ def save_checkpoint(result: TrainResult, folder: str | Path) -> Path:
         os.chmod(tmp, 0o644)
         os.replace(tmp, folder / name)
     return folder
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m tl_continuous.testbed.train``: train and write a checkpoint."""
-    parser = argparse.ArgumentParser(
-        prog="python -m tl_continuous.testbed.train", description=__doc__.split("\n")[0]
-    )
-    parser.add_argument("--out", type=Path, default=CHECKPOINT_DIR, help="checkpoint folder")
-    parser.add_argument("--seed", type=int, default=TrainConfig.seed)
-    parser.add_argument("--steps", type=int, default=TrainConfig.steps)
-    parser.add_argument("--batch-size", type=int, default=TrainConfig.batch_size)
-    parser.add_argument("--lr", type=float, default=TrainConfig.lr)
-    parser.add_argument(
-        "--threads", type=int, default=1, help="CPU threads (fixed for determinism)"
-    )
-    parser.add_argument("--no-progress", action="store_true")
-    args = parser.parse_args(argv)
-    torch.set_num_threads(args.threads)
-    config = TrainConfig(seed=args.seed, steps=args.steps, batch_size=args.batch_size, lr=args.lr)
-    result = train(config, progress=not args.no_progress)
-    save_checkpoint(result, args.out)
-    rec = result.record
-    print(
-        f"trained {rec['n_parameters']} parameters in {rec['train_seconds']} s "
-        f"({rec['threads']} thread(s)); held-out accuracy {rec['held_out_accuracy']:.4f} on "
-        f"{rec['held_out']['n_examples']} prompts; sha256 {rec['sha256']}; wrote {args.out}"
-    )
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

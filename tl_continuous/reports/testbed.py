@@ -1,8 +1,8 @@
-"""Run the testbed's continuity experiment and write its results, figures and headline numbers.
+"""``tl-continuous report testbed``: the counting testbed's continuity experiment.
 
-::
+It writes the results, figures and headline numbers::
 
-    python -m tl_continuous.testbed.report --out out/testbed
+    tl-continuous report testbed --out out/testbed
 
 writes ``counting_testbed.json`` (:class:`CountingContinuityResult`), ``summary.json`` (the
 numbers quoted in ``docs/counting_testbed.md``, with the checkpoint's training record) and
@@ -13,14 +13,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
-from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from tl_continuous.testbed.experiment import DEFAULT_CS, CountingContinuityResult
+if TYPE_CHECKING:
+    from tl_continuous.testbed.experiment import CountingContinuityResult
 
-__all__ = ["figures", "main", "write_report"]
+__all__ = ["add_arguments", "figures", "run", "write_report"]
 
 
 def figures(result: CountingContinuityResult) -> list[Any]:
@@ -35,6 +34,7 @@ def figures(result: CountingContinuityResult) -> list[Any]:
 
 def write_report(result: CountingContinuityResult, out: str | Path) -> dict[str, Any]:
     """Write JSON results, summary and HTML figures into ``out``; return the summary."""
+    from tl_continuous._io import write_text
     from tl_continuous.testbed.model import training_record
 
     out = Path(out)
@@ -47,7 +47,7 @@ def write_report(result: CountingContinuityResult, out: str | Path) -> dict[str,
             for k in ("held_out_accuracy", "train_seconds", "threads", "steps", "sha256")
         }
     }
-    (out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
+    write_text(out / "summary.json", json.dumps(summary, indent=1) + "\n")
     try:
         parts = [
             fig.to_html(full_html=False, include_plotlyjs=(i == 0))
@@ -56,19 +56,23 @@ def write_report(result: CountingContinuityResult, out: str | Path) -> dict[str,
     except ImportError:  # plotly is an optional extra
         return summary
     html = "<html><head><meta charset='utf-8'><title>Counting testbed</title></head><body>"
-    (out / "counting_testbed.html").write_text(html + "\n".join(parts) + "</body></html>\n")
+    write_text(out / "counting_testbed.html", html + "\n".join(parts) + "</body></html>\n")
     return summary
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m tl_continuous.testbed.report``."""
-    parser = argparse.ArgumentParser(prog="python -m tl_continuous.testbed.report")
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The program's options (``--help`` lists them)."""
     parser.add_argument("--out", type=Path, default=Path("out/testbed"))
     parser.add_argument("--n-prompts", type=int, default=16)
     parser.add_argument("--uneven-trials", type=int, default=64)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-progress", action="store_true")
-    args = parser.parse_args(argv)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the experiment on the shipped checkpoint, write the report, print the headline."""
+    from tl_continuous.testbed.experiment import DEFAULT_CS, CountingContinuityResult
+
     result = CountingContinuityResult.from_model(
         cs=DEFAULT_CS,
         n_prompts=args.n_prompts,
@@ -90,7 +94,3 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     print(f"wrote {args.out}")
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

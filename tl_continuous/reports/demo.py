@@ -1,4 +1,4 @@
-"""The main job's report: one self-contained HTML file of both papers' headline figures.
+"""``tl-continuous demo``'s page: one self-contained HTML file of both papers' headline figures.
 
 :func:`build_report` runs every piece on a model and writes ``report.html`` (plotly.js inlined
 once, circuitsvis views with their bundled script, so it renders offline) and ``report.json``
@@ -22,6 +22,8 @@ from typing import Any
 
 import torch
 from transformer_lens import HookedTransformer
+
+from tl_continuous.reports.settings import fit_range, k_grid
 
 __all__ = ["ReportSettings", "build_report", "k_grid", "render_report"]
 
@@ -68,15 +70,6 @@ class _Section:
     title: str
     body: str
     note: str = ""
-
-
-def k_grid(rank: int) -> list[int]:
-    """Powers of two below ``rank``, then ``rank`` (a coarse K grid for the KL curve).
-
-    >>> k_grid(20)
-    [1, 2, 4, 8, 16, 20]
-    """
-    return [2**i for i in range(rank.bit_length()) if 2**i < rank] + [rank]
 
 
 def _plotly(fig: Any, first: bool) -> str:
@@ -291,7 +284,7 @@ def build_report(
             lot.trajectories, bases.U, bases.S, times=times, max_tau=s.max_tau, progress=sub
         )
         n = stats.n_layers
-        fit = VarianceLawFit.from_statistics(stats, layers=(n // 6, n - n // 6))
+        fit = VarianceLawFit.from_statistics(stats, layers=fit_range(n))
         numbers["variance_law"] = fit.to_dict()
         sections.append(
             _Section(

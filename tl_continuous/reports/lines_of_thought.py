@@ -1,45 +1,47 @@
-"""Reproduce the lines-of-thought results table (spectra, KL knees, baseline) for a model.
+"""``tl-continuous report lines-of-thought``: the lines-of-thought results table.
 
-Run from a checkout::
+Spectra, KL knees and the baseline for a model::
 
-    python -m tl_continuous.lines_of_thought.report                 # SmolLM2, 2000 x 50 tokens
-    python -m tl_continuous.lines_of_thought.report --worker 1 --n-workers 2   # split the work
+    tl-continuous report lines-of-thought                        # SmolLM2, 2000 x 50 tokens
+    tl-continuous report lines-of-thought --worker 1 --n-workers 2   # split the work
+    tl-continuous report lines-of-thought --render-only          # markdown from the JSON
 
-Collection goes into a resumable shard folder (default under the cache directory, see
-:func:`tl_continuous.models.cache_root`), so an interrupted run continues where it stopped and
-several workers can share it; the analysis runs once every batch is there. The table is
-written to ``docs/results_lines_of_thought.md`` and the numbers to a JSON file beside it.
+Collection goes into a resumable shard folder (:func:`~tl_continuous.reports.settings.
+shard_folder`, under the cache directory by default), so an interrupted run continues where it
+stopped and several workers can share it; the analysis runs once every batch is there. The
+table is written to ``docs/results_lines_of_thought.md`` and the numbers to a JSON file beside
+it. The markdown is generated whole; analysis written by hand lives in
+``docs/analysis_lines_of_thought.md``, which it links.
+
+Importing this module is cheap (``tl-continuous --help`` builds its options); the computation
+imports torch when it runs.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
-import torch
-
-from tl_continuous.lines_of_thought.bases import TrajectoryBases
-from tl_continuous.lines_of_thought.collect import IncompleteShardsError, collect_shards
-from tl_continuous.lines_of_thought.corpus import pseudo_sentences
-from tl_continuous.lines_of_thought.ensemble import LinesOfThought
-from tl_continuous.lines_of_thought.truncation import (
-    truncation_kl_every_layer,
-    truncation_kl_last_layer,
+from tl_continuous.reports.settings import (
+    DEFAULT_MODEL,
+    ks_for,
+    shard_folder,
+    shard_root,
+    shard_stem,
 )
 
-__all__ = ["build_parser", "main", "render_markdown"]
+__all__ = ["ANALYSIS", "add_arguments", "build_results", "render_markdown", "run"]
 
-DEFAULT_KS = [1, 2, 4, 8, 16, 32, 64, 96, 128, 192, 256, 320, 384, 448, 512, 576]
+ANALYSIS = "analysis_lines_of_thought.md"
+"""The hand-written companion of the generated file, in the same folder."""
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """Command-line options (``--help`` lists them)."""
-    p = argparse.ArgumentParser(prog="python -m tl_continuous.lines_of_thought.report")
-    p.add_argument("--model", default="smollm2-135m")
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """The program's options (``--help`` lists them)."""
+    p.add_argument("--model", default=DEFAULT_MODEL)
     p.add_argument("--corpus", default=None, help="a text file (default: pydoc_data.topics)")
     p.add_argument("--n", type=int, default=2000, help="pseudo-sentences")
     p.add_argument("--n-tokens", type=int, default=50)
@@ -47,13 +49,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--every-layer-n", type=int, default=128, help="trajectories re-run per K")
     p.add_argument("--ks", type=int, nargs="*", default=None, help="K grid (default: coarse)")
-    p.add_argument("--shard-dir", default=None)
+    p.add_argument("--shard-dir", default=None, help="the shard folder (default: in the cache)")
     p.add_argument("--worker", type=int, default=0)
     p.add_argument("--n-workers", type=int, default=1)
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
     p.add_argument("--out", default="docs/results_lines_of_thought.md")
+    p.add_argument(
+        "--render-only",
+        action="store_true",
+        help="only rewrite the markdown from the JSON beside --out (no model, no computation)",
+    )
     p.add_argument("--no-progress", action="store_true")
-    return p
 
 
 def _fmt(x: float) -> str:
@@ -126,38 +132,45 @@ def render_markdown(results: dict[str, Any], command: str) -> str:
             + ("" if row["angle"] is None else f"{row['angle']:.1f}")
             + " |"
         )
-    lines.append("")
+    lines += [
+        "",
+        "## Analysis",
+        "",
+        f"Notes on this run and further results, written by hand: [{ANALYSIS}]({ANALYSIS}).",
+        "",
+    ]
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Collect (resumably), analyse, write the table; returns a process exit code."""
-    args = build_parser().parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    from tl_continuous.models import cache_root, load_model
+def build_results(model: Any, args: argparse.Namespace) -> dict[str, Any] | None:
+    """Collect (resumably) and analyse; ``None`` while other workers' batches are missing."""
+    import torch
+
+    from tl_continuous.lines_of_thought.bases import TrajectoryBases
+    from tl_continuous.lines_of_thought.collect import IncompleteShardsError, collect_shards
+    from tl_continuous.lines_of_thought.corpus import pseudo_sentences
+    from tl_continuous.lines_of_thought.ensemble import LinesOfThought
+    from tl_continuous.lines_of_thought.truncation import (
+        truncation_kl_every_layer,
+        truncation_kl_last_layer,
+    )
 
     progress = not args.no_progress
-    model = load_model(args.model)
     corpus = pseudo_sentences(
-        model,
-        path=args.corpus,
-        n_tokens=args.n_tokens,
-        limit=args.n,
-        seed=args.seed,
+        model, path=args.corpus, n_tokens=args.n_tokens, limit=args.n, seed=args.seed
     )
-    tag = "pydoc" if args.corpus is None else Path(args.corpus).stem
-    shard_dir = Path(
-        args.shard_dir
-        or cache_root()
-        / "lot-shards"
-        / f"{args.model}-{tag}-n{args.n_tokens}-{args.n}-s{args.seed}"
+    folder = (
+        Path(args.shard_dir)
+        if args.shard_dir
+        else shard_folder(
+            shard_root(), shard_stem(args.model, args.corpus, args.n_tokens), args.n, args.seed
+        )
     )
     t0 = time.perf_counter()
     collect_shards(
         model,
         corpus,
-        shard_dir,
+        folder,
         worker=args.worker,
         n_workers=args.n_workers,
         batch_size=args.batch_size,
@@ -165,30 +178,52 @@ def main(argv: list[str] | None = None) -> int:
     )
     collect_s = time.perf_counter() - t0
     try:
-        lot = LinesOfThought.from_shards(shard_dir)
+        lot = LinesOfThought.from_shards(folder)
     except IncompleteShardsError as err:
         print(f"worker {args.worker} done; waiting for the others: {err}")
-        return 0
+        return None
 
     bases = TrajectoryBases.from_ensemble(lot, realign=True)
     d = lot.d_model
-    ks = args.ks or [k for k in DEFAULT_KS if k < d] + [d]
+    ks = ks_for(d, args.ks)
     t1 = time.perf_counter()
     last = truncation_kl_last_layer(model, lot, bases, ks, progress=progress)
     t2 = time.perf_counter()
     gen = torch.Generator().manual_seed(args.seed)
     picked = torch.randperm(lot.n_trajectories, generator=gen)[: args.every_layer_n].sort().values
-    sub = lot.subset(picked)
     every = truncation_kl_every_layer(
-        model, sub, bases, ks, batch_size=args.batch_size, progress=progress
+        model, lot.subset(picked), bases, ks, batch_size=args.batch_size, progress=progress
     )
     t3 = time.perf_counter()
+    return {
+        "model": args.model,
+        "n_layers": int(model.cfg.n_layers),
+        "d_model": d,
+        "n_tokens": args.n_tokens,
+        "seed": args.seed,
+        "n_trajectories": lot.n_trajectories,
+        "corpus": corpus.metadata(),
+        "last_layer": last.to_dict(),
+        "every_layer": every.to_dict(),
+        "spectra": _spectra_rows(bases, lot.n_layers),
+        "singular_values": bases.spectra().tolist(),
+        "timing": {
+            "collect_s": collect_s,
+            "kl_last_layer_s": t2 - t1,
+            "kl_every_layer_s": t3 - t2,
+        },
+    }
+
+
+def _spectra_rows(bases: Any, n_layers: int) -> list[dict[str, Any]]:
+    """Per layer: σ_1, a few ratios σ_i/σ_1, K90 and the turn of u_1..u_3 from t - 1."""
+    import torch
 
     spectra = bases.spectra()
     angles = torch.rad2deg(bases.rotation_angles(3)).mean(dim=1)
     k90 = [int((torch.cumsum(s**2, 0) / (s**2).sum() < 0.9).sum()) + 1 for s in spectra]
     rows = []
-    for t in range(lot.n_layers):
+    for t in range(n_layers):
         s = spectra[t]
         rows.append(
             {
@@ -201,37 +236,34 @@ def main(argv: list[str] | None = None) -> int:
                 "angle": None if t == 0 else float(angles[t - 1]),
             }
         )
-    results: dict[str, Any] = {
-        "model": args.model,
-        "n_layers": int(model.cfg.n_layers),
-        "d_model": d,
-        "n_tokens": args.n_tokens,
-        "seed": args.seed,
-        "n_trajectories": lot.n_trajectories,
-        "corpus": corpus.metadata(),
-        "last_layer": last.to_dict(),
-        "every_layer": every.to_dict(),
-        "spectra": rows,
-        "singular_values": spectra.tolist(),
-        "timing": {
-            "collect_s": collect_s,
-            "kl_last_layer_s": t2 - t1,
-            "kl_every_layer_s": t3 - t2,
-        },
-    }
+    return rows
+
+
+def run(args: argparse.Namespace, command: str) -> int:
+    """Collect, analyse and write the table (``command``: the line that reproduces it)."""
+    from tl_continuous._io import write_text
+
     out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    given = sys.argv[1:] if argv is None else argv
-    command = "python -m tl_continuous.lines_of_thought.report " + " ".join(given)
-    out.write_text(render_markdown(results, command.strip()))
-    out.with_suffix(".json").write_text(json.dumps(results, indent=1))
+    if args.render_only:
+        results = json.loads(out.with_suffix(".json").read_text())
+        write_text(out, render_markdown(results, command))
+        print(f"wrote {out} from {out.with_suffix('.json')}")
+        return 0
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    from tl_continuous.models import load_model
+
+    results = build_results(load_model(args.model), args)
+    if results is None:
+        return 0
+    write_text(out, render_markdown(results, command))
+    write_text(out.with_suffix(".json"), json.dumps(results, indent=1))
     print(f"wrote {out} and {out.with_suffix('.json')}")
+    last, every = results["last_layer"], results["every_layer"]
     print(
-        f"knee K: last layer {last.knee_k}, every layer {every.knee_k}; "
-        f"baseline {last.baseline:.3g}"
+        f"knee K: last layer {last['knee_k']}, every layer {every['knee_k']}; "
+        f"baseline {last['baseline']:.3g}"
     )
     return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

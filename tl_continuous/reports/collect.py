@@ -1,0 +1,101 @@
+"""``tl-continuous collect``: a corpus's lines of thought into a resumable shard folder.
+
+::
+
+    tl-continuous collect                              # SmolLM2, 2000 x 50 tokens, pydoc corpus
+    tl-continuous collect --text my.txt --n 500        # another text
+    tl-continuous collect --worker 1 --n-workers 2     # split the work between two processes
+
+A text file (``--text``) or the default corpus is cut into pseudo-sentences
+(:func:`~tl_continuous.lines_of_thought.corpus.pseudo_sentences`) whose trajectories go into a
+shard folder (:func:`~tl_continuous.lines_of_thought.collect.collect_shards`). Finished
+batches are skipped, so a rerun resumes. The default folder is the one the lines-of-thought and
+dynamics reports read (:mod:`tl_continuous.reports.settings`), so collecting first with several
+workers speeds those up.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from tl_continuous.reports.settings import DEFAULT_MODEL, shard_folder, shard_root, shard_stem
+
+__all__ = ["add_arguments", "run"]
+
+_HOOKS = ("resid_pre", "resid_mid", "resid_post")  # lines_of_thought.hooks.HookKind
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """The program's options (``--help`` lists them)."""
+    p.add_argument("--model", default=DEFAULT_MODEL, help="default: %(default)s")
+    p.add_argument(
+        "--text", default=None, metavar="PATH", help="a text file (default: pydoc_data.topics)"
+    )
+    p.add_argument("--n", type=int, default=2000, help="pseudo-sentences (default: %(default)s)")
+    p.add_argument(
+        "--n-tokens", type=int, default=50, help="tokens per pseudo-sentence (default: %(default)s)"
+    )
+    p.add_argument("--seed", type=int, default=0, help="sampling seed (default: %(default)s)")
+    p.add_argument("--batch-size", type=int, default=32, help="default: %(default)s")
+    p.add_argument(
+        "--hook",
+        choices=_HOOKS,
+        default="resid_post",
+        help="residual read per block (default: %(default)s)",
+    )
+    p.add_argument("--worker", type=int, default=0, help="this worker's index (default: 0)")
+    p.add_argument("--n-workers", type=int, default=1, help="workers sharing the batches")
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="shard folder (default: the reports' folder in the cache)",
+    )
+    p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+
+
+def default_folder(args: argparse.Namespace) -> Path:
+    """The shard folder of these settings when ``--out`` is not given."""
+    stem = shard_stem(args.model, args.text, args.n_tokens)
+    if args.hook != "resid_post":
+        stem += f"-{args.hook}"
+    return shard_folder(shard_root(), stem, args.n, args.seed)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Collect this worker's batches and print what was written."""
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    from tl_continuous.lines_of_thought.collect import MANIFEST, collect_shards
+    from tl_continuous.lines_of_thought.corpus import pseudo_sentences
+    from tl_continuous.models import load_model
+
+    model = load_model(args.model)
+    corpus = pseudo_sentences(
+        model, path=args.text, n_tokens=args.n_tokens, limit=args.n, seed=args.seed
+    )
+    folder = args.out or default_folder(args)
+    ran = collect_shards(
+        model,
+        corpus,
+        folder,
+        worker=args.worker,
+        n_workers=args.n_workers,
+        batch_size=args.batch_size,
+        hook=args.hook,
+        progress=not args.no_progress,
+    )
+    n_batches = json.loads((folder / MANIFEST).read_text())["n_batches"]
+    present = len(list(folder.glob("batch-*.safetensors")))
+    print(
+        f"wrote {len(ran)} batch(es) of {args.batch_size} pseudo-sentences "
+        f"({len(corpus)} x {args.n_tokens} tokens, {args.hook}) into {folder}; "
+        f"{present} of {n_batches} batches present"
+        + ("" if present >= n_batches else " (other workers' batches missing)")
+    )
+    return 0

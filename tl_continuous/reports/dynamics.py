@@ -1,0 +1,348 @@
+"""``tl-continuous report dynamics``: the dynamics results table.
+
+Variance law, noise statistics, predicted-vs-true comparisons and controls::
+
+    tl-continuous report dynamics                   # SmolLM2, default corpus
+    tl-continuous report dynamics --render-only     # markdown from the JSON beside --out
+
+It collects (resumably, into shard folders under the cache directory) the pilots of ``--n``
+pseudo-sentences of the default corpus, plus ``--n-control`` trajectories for each control
+(:func:`~tl_continuous.reports.dynamics_results.build_results`), then writes
+``docs/results_dynamics.md`` and the numbers to a JSON file beside it. The main ensemble's
+shard folder is the one ``tl-continuous report lines-of-thought`` and ``tl-continuous collect``
+use (:mod:`tl_continuous.reports.settings`), so the reports share one collection. The markdown
+is generated whole; analysis written by hand lives in ``docs/analysis_dynamics.md``.
+
+Importing this module is cheap (``tl-continuous --help`` builds its options); the computation
+imports torch when it runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+from tl_continuous.reports.settings import (
+    DEFAULT_MODEL,
+    default_sources,
+    shard_folder,
+    shard_root,
+    shard_stem,
+)
+
+__all__ = ["ANALYSIS", "add_arguments", "render_classifier_check", "render_markdown", "run"]
+
+ANALYSIS = "analysis_dynamics.md"
+"""The hand-written companion of the generated file, in the same folder."""
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """The program's options (``--help`` lists them)."""
+    p.add_argument("--model", default=DEFAULT_MODEL)
+    p.add_argument("--corpus", default=None, help="a text file (default: pydoc_data.topics)")
+    p.add_argument("--n", type=int, default=2000, help="pseudo-sentences (main ensemble)")
+    p.add_argument("--n-control", type=int, default=256, help="trajectories per control")
+    p.add_argument("--n-tokens", type=int, default=50)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument(
+        "--fit-layers",
+        type=int,
+        nargs=2,
+        default=None,
+        metavar=("START", "STOP"),
+        help="layer indices [start, stop) of the fit (default: the middle two thirds)",
+    )
+    p.add_argument("--sources", type=int, nargs="*", default=None, help="source layer indices")
+    p.add_argument("--taus", type=int, nargs="*", default=[1, 10])
+    p.add_argument("--k", type=int, default=10, help="top singular directions for distances")
+    p.add_argument("--dt", type=float, default=0.1)
+    p.add_argument("--skip-controls", action="store_true")
+    p.add_argument(
+        "--permutations",
+        type=int,
+        default=19,
+        help="label permutations of the classifier null in the comparisons (0: none)",
+    )
+    p.add_argument(
+        "--classifier-check",
+        default=None,
+        metavar="JSON",
+        help="only collect the main ensemble, run extrapolation_classifier_check on it, print "
+        "its table and write its rows to this JSON file (the report is not written)",
+    )
+    p.add_argument(
+        "--shard-dir", default=None, help="root of the shard folders (default: in the cache)"
+    )
+    p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
+    p.add_argument("--out", default="docs/results_dynamics.md")
+    p.add_argument(
+        "--render-only",
+        action="store_true",
+        help="only rewrite the markdown from the JSON beside --out (no model, no computation)",
+    )
+    p.add_argument("--no-progress", action="store_true")
+
+
+def render_classifier_check(rows: list[dict[str, Any]], times: list[float]) -> str:
+    """Markdown table of :func:`extrapolation_classifier_check` rows."""
+    lines = [
+        "| t | tau | bases | n | accuracy | null (SD) | p (separation) | p (below null) |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {times[r['t']]:g} | {r['tau']} | {r['bases']} | {r['n']} | {r['accuracy']:.3f} | "
+            f"{r['null_accuracy']:.3f} ({r['null_sd']:.3f}) | {r['p_value']:.2g} | "
+            f"{r['p_below']:.2g} |"
+        )
+    return "\n".join(lines)
+
+
+def _f(x: float, digits: int = 3) -> str:
+    return "nan" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.{digits}g}"
+
+
+def render_markdown(r: dict[str, Any], command: str) -> str:
+    """The results table as markdown."""
+    main = r["ensembles"][0]
+    fit = main["summary"]["fit"]
+    lo, hi = fit["layers"]
+    times = main["times"]
+    nulls = any(c.get("null_accuracy") is not None for c in r["comparisons"])
+    with_null = " (null, p)" if nulls else ""  # runs without --permutations have no null
+    lines = [
+        "# Lines of thought: dynamics results",
+        "",
+        f"Model `{r['model']}` (L = {r['n_layers']} blocks, D = {r['d_model']}); corpus "
+        f"`{r['corpus']['source']}` (sha256 `{r['corpus']['text_sha256'][:16]}...`), "
+        f"{r['n']} pseudo-sentences of N_k = {r['n_tokens']} tokens (seed {r['seed']}). "
+        "Trajectories: `blocks.{i}.hook_resid_post` of the last token, layer time t = i + 1 "
+        "(embedding and post-final-norm residual excluded). Bases: uncentred SVD per layer, "
+        "float64, greedy realignment. All fits use the natural logarithm.",
+        "",
+        "Reproduce (writes this file and the JSON beside it):",
+        "",
+        "```",
+        command,
+        "```",
+        "",
+        "## Variance law var(dx) = alpha exp(lambda (t + tau))",
+        "",
+        f"Least squares on ln var (variance per coordinate of the extrapolation residual) "
+        f"against t + tau, over the {fit['n_points']} pairs with both ends in layers "
+        f"t = {times[lo]:g}..{times[hi - 1]:g}; {100 * fit['confidence']:.0f}% intervals "
+        "(OLS; the pairs share trajectories, so read them as lower bounds).",
+        "",
+        "| ensemble | N | alpha [CI] | ln alpha | lambda [CI] | R^2 | eta^2(t+tau) | "
+        "eta^2(t) | eta^2(tau) | excess kurtosis (mid) | Gaussianity rejected (mid) | "
+        "isotropy (mid) / null |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for e in r["ensembles"]:
+        s, f = e["summary"], e["summary"]["fit"]
+        a_lo, a_hi = math.exp(f["log_alpha_ci"][0]), math.exp(f["log_alpha_ci"][1])
+        lines.append(
+            f"| {s['name']} | {e['n']} | {_f(math.exp(f['log_alpha']))} [{_f(a_lo)}, {_f(a_hi)}] "
+            f"| {_f(f['log_alpha'])} | {_f(f['lam'])} [{_f(f['lam_ci'][0])}, "
+            f"{_f(f['lam_ci'][1])}] | {_f(f['r2'])} | {_f(f['eta2_sum'])} | {_f(f['eta2_t'])} "
+            f"| {_f(f['eta2_tau'])} | {_f(s['kurtosis'])} | {_f(s['normal_reject'])} | "
+            f"{_f(s['isotropy'])} / {_f(e['isotropy_null'])} |"
+        )
+    lines += [
+        "",
+        "eta^2(x): share of the variation of ln var explained by x alone (one-way ANOVA over "
+        "the pairs in the fit range); eta^2(t+tau) near 1 with small eta^2(t), eta^2(tau) means "
+        "the variance depends on t + tau alone. Gaussianity: fraction of coordinates whose "
+        "D'Agostino-Pearson test rejects at 5% (about 0.05 if Gaussian). Isotropy: participation "
+        "ratio of the residual covariance over D; the null is an isotropic Gaussian sample of "
+        "the same size.",
+        "",
+        "## Predicted vs true ensembles",
+        "",
+        f"Classifier: held-out accuracy (5-fold) of an L2 logistic regression on all D "
+        f"coordinates, 0.5 = indistinguishable for independent samples; null = its mean over "
+        "within-pair label swaps on the same folds, p = permutation p-value of a separation "
+        "(an accuracy far below the null means the ensembles are not independent samples, "
+        "e.g. an extrapolation through bases fitted on these pilots, and must not be read). "
+        f"Distances in the top {r['k']} singular "
+        "directions of the target layer; floor = the same distance between two random halves "
+        "of the true ensemble; scale = root of its total variance there. `extrapolation + "
+        "noise` adds isotropic Gaussian noise of the fitted variance; the Langevin simulation "
+        f"is Euler-Maruyama with dt = {r['dt']} from the true pilots at layer t.",
+        "",
+        f"| t | tau | predictor | accuracy{with_null} | Gaussian W2 (floor) | sliced W2 (floor) "
+        "| scale |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for c in r["comparisons"]:
+        null = (
+            f" ({c['null_accuracy']:.3f}, {c['p_value']:.2g})"
+            if c.get("null_accuracy") is not None
+            else ""
+        )
+        lines.append(
+            f"| {times[c['t']]:g} | {c['tau']} | {c['kind']} | {c['accuracy']:.3f}{null} | "
+            f"{_f(c['gaussian_w2'])} ({_f(c['floor_gaussian_w2'])}) | {_f(c['sliced_w2'])} "
+            f"({_f(c['floor_sliced_w2'])}) | {_f(c['scale'])} |"
+        )
+    lines += [
+        "",
+        "Accuracies of extrapolations through these pilots' own bases fall below 0.5 by "
+        f"construction: read [{ANALYSIS}]({ANALYSIS}) before reading them.",
+    ]
+    if r.get("moments"):
+        lines += [
+            "",
+            "Fokker-Planck moments (dm/dt = A m, dC/dt = A C + C A^T + D(t) I, Runge-Kutta 4) "
+            "started from the mean and covariance of the true pilots at layer t, against the "
+            "Euler-Maruyama simulation started from the pilots themselves, and against the true "
+            f"ensemble: relative errors in the top {r['k']} directions (|dm|/|m|, "
+            "|dC|_F/|C|_F).",
+            "",
+            "| t | tau | simulation: mean | simulation: cov | true: mean | true: cov |",
+            "|---|---|---|---|---|---|",
+        ]
+        for m in r["moments"]:
+            lines.append(
+                f"| {times[m['t']]:g} | {m['tau']} | {_f(m['sim_mean'])} | {_f(m['sim_cov'])} "
+                f"| {_f(m['true_mean'])} | {_f(m['true_cov'])} |"
+            )
+    lines += ["", "## Controls", ""]
+    if len(r["ensembles"]) > 1:
+        lines += [
+            "Same fit range and statistics as above (first table). Step ratio: mean "
+            "|x(t+1) - x(t)| over the second half of the transitions divided by the first half; "
+            "spread ratio: root total variance at the last layer over the first.",
+            "",
+            "| ensemble | N | lambda | R^2 | excess kurtosis (mid) | step ratio | spread ratio |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for e in r["ensembles"]:
+            s = e["summary"]
+            lines.append(
+                f"| {s['name']} | {e['n']} | {_f(s['fit']['lam'])} | {_f(s['fit']['r2'])} | "
+                f"{_f(s['kurtosis'])} | {_f(e['step_ratio'])} | "
+                f"{_f(s['spread'][-1] / s['spread'][0])} |"
+            )
+        sep = r.get("gibberish_separability")
+        if sep:
+            lines += [
+                "",
+                "Gibberish vs language (the model's pilots, same N per class): held-out "
+                "accuracy of a linear classifier per layer t = 1..L:",
+                "",
+                "`" + " ".join(f"{v:.2f}" for v in sep) + "`",
+                f"(min {min(sep):.3f}, median {sorted(sep)[len(sep) // 2]:.3f}).",
+            ]
+    else:
+        lines.append("Controls were skipped (`--skip-controls`).")
+    lines += [
+        "",
+        "## Flagged layers",
+        "",
+        "Per layer: mean |excess kurtosis| of the residuals arriving at it (tau = 1) and "
+        "|ln var - fit| in fit residual SDs; flagged when the larger robust z-score "
+        "(median/MAD across layers, MAD floored at the sampling noise) exceeds 3.5.",
+        "",
+        "| ensemble | flagged layers (t) | top scores (t: score) |",
+        "|---|---|---|",
+    ]
+    for e in r["ensembles"]:
+        d = e["diag"]
+        flagged = ", ".join(f"{d['times'][i]:g}" for i in d["flagged"]) or "none"
+        order = sorted(range(len(d["score"])), key=lambda i: -(d["score"][i] or -1e9))[:4]
+        top = ", ".join(f"{d['times'][i]:g}: {d['score'][i]:.1f}" for i in order)
+        lines.append(f"| {e['summary']['name']} | {flagged} | {top} |")
+    lines += [
+        "",
+        f"Wall time: {r['timing']['total_s'] / 60:.1f} min on a shared 2-core CPU.",
+        "",
+        "## Analysis",
+        "",
+        f"Notes on this run and further checks, written by hand: [{ANALYSIS}]({ANALYSIS}).",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def run(args: argparse.Namespace, command: str) -> int:
+    """Collect, analyse and write the table (``command``: the line that reproduces it)."""
+    from tl_continuous._io import write_text
+
+    out = Path(args.out)
+    if args.render_only:
+        results = json.loads(out.with_suffix(".json").read_text())
+        write_text(out, render_markdown(results, command))
+        print(f"wrote {out} from {out.with_suffix('.json')}")
+        return 0
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    from tl_continuous.lines_of_thought.corpus import pseudo_sentences
+    from tl_continuous.models import load_model
+    from tl_continuous.reports.dynamics_results import build_results
+
+    model = load_model(args.model)
+    corpus = pseudo_sentences(
+        model, path=args.corpus, n_tokens=args.n_tokens, limit=args.n, seed=args.seed
+    )
+    root = shard_root(args.shard_dir)
+    stem = shard_stem(args.model, args.corpus, args.n_tokens)
+    if args.classifier_check:
+        return _classifier_check(
+            model, corpus, shard_folder(root, stem, len(corpus), args.seed), args
+        )
+    results = build_results(
+        model,
+        corpus,
+        model_name=args.model,
+        shard_root=root,
+        stem=stem,
+        n_control=args.n_control,
+        fit_layers=tuple(args.fit_layers) if args.fit_layers else None,
+        sources=args.sources,
+        taus=tuple(args.taus),
+        k=args.k,
+        dt=args.dt,
+        skip_controls=args.skip_controls,
+        batch_size=args.batch_size,
+        seed=args.seed,
+        progress=not args.no_progress,
+        n_permutations=args.permutations,
+    )
+    write_text(out, render_markdown(results, command))
+    write_text(out.with_suffix(".json"), json.dumps(results, indent=1))
+    print(f"wrote {out} and {out.with_suffix('.json')}")
+    return 0
+
+
+def _classifier_check(model: Any, corpus: Any, folder: Path, args: argparse.Namespace) -> int:
+    """``--classifier-check JSON``: collect the main ensemble, print and write the check."""
+    from tl_continuous._io import write_text
+    from tl_continuous.lines_of_thought.dynamics import times_from_layer_names
+    from tl_continuous.reports.dynamics_results import collect, extrapolation_classifier_check
+
+    t_start = time.perf_counter()
+    lot = collect(model, corpus, folder, args.batch_size, not args.no_progress)
+    L = lot.n_layers
+    chosen = args.sources if args.sources is not None else default_sources(L)
+    rows = extrapolation_classifier_check(
+        lot,
+        [t for t in chosen if 0 <= t < L - 1],
+        list(args.taus),
+        n_permutations=args.permutations,
+        seed=args.seed,
+    )
+    times = times_from_layer_names(list(lot.layer_names), int(model.cfg.n_layers)).tolist()
+    print(render_classifier_check(rows, times))
+    check = {"n": lot.n_trajectories, "times": times, "rows": rows}
+    check["total_s"] = time.perf_counter() - t_start
+    write_text(args.classifier_check, json.dumps(check, indent=1))
+    print(f"wrote {args.classifier_check} ({check['total_s']:.0f} s)")
+    return 0

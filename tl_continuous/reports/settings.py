@@ -1,0 +1,91 @@
+"""Run settings shared by the programs: defined once, read by every report.
+
+* the K grid of the truncation KL curves (:data:`DEFAULT_KS`, :func:`ks_for`, and the coarse
+  :func:`k_grid` of the demo page);
+* the layer range of the variance-law fit (:func:`fit_range`) and the source layers of the
+  predicted-vs-true comparisons (:func:`default_sources`);
+* the names of the resumable shard folders (:func:`shard_root`, :func:`shard_stem`,
+  :func:`shard_folder`): the lines-of-thought report, the dynamics report and
+  ``tl-continuous collect`` share one collection through them.
+
+>>> ks_for(20)
+[1, 2, 4, 8, 16, 20]
+>>> fit_range(30), default_sources(30)
+((5, 25), [10, 12])
+>>> shard_folder("/cache/lot-shards", shard_stem("smollm2-135m", None, 50), 2000, 0).name
+'smollm2-135m-pydoc-n50-2000-s0'
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+__all__ = [
+    "DEFAULT_KS",
+    "DEFAULT_MODEL",
+    "corpus_tag",
+    "default_sources",
+    "fit_range",
+    "k_grid",
+    "ks_for",
+    "shard_folder",
+    "shard_root",
+    "shard_stem",
+]
+
+DEFAULT_MODEL = "smollm2-135m"
+"""The model every program runs unless told otherwise."""
+
+DEFAULT_KS = [1, 2, 4, 8, 16, 32, 64, 96, 128, 192, 256, 320, 384, 448, 512, 576]
+"""The K grid of the lines-of-thought results (KL of the rank-K truncation against K)."""
+
+
+def ks_for(d_model: int, ks: list[int] | None = None) -> list[int]:
+    """``ks`` (default :data:`DEFAULT_KS`) below ``d_model``, then ``d_model`` itself."""
+    return [k for k in (ks or DEFAULT_KS) if k < d_model] + [d_model]
+
+
+def k_grid(rank: int) -> list[int]:
+    """Powers of two below ``rank``, then ``rank`` (the demo page's coarse K grid).
+
+    >>> k_grid(20)
+    [1, 2, 4, 8, 16, 20]
+    """
+    return [2**i for i in range(rank.bit_length()) if 2**i < rank] + [rank]
+
+
+def fit_range(n_layers: int) -> tuple[int, int]:
+    """Layer indices ``[start, stop)`` of the variance-law fit: the middle two thirds."""
+    return n_layers // 6, n_layers - n_layers // 6
+
+
+def default_sources(n_layers: int) -> list[int]:
+    """Source layer indices of the predicted-vs-true comparisons (about L/3 and L/2 - 3)."""
+    return [n_layers // 3, n_layers // 2 - 3]
+
+
+def corpus_tag(path: str | os.PathLike[str] | None) -> str:
+    """Short name of a corpus in folder names: ``"pydoc"`` (default corpus) or the file stem."""
+    return "pydoc" if path is None else Path(path).stem
+
+
+def shard_root(shard_dir: str | os.PathLike[str] | None = None) -> Path:
+    """``shard_dir``, or ``lot-shards`` under the cache root (see ``models.cache_root``)."""
+    if shard_dir is not None:
+        return Path(shard_dir)
+    from tl_continuous.models import cache_root
+
+    return cache_root() / "lot-shards"
+
+
+def shard_stem(model: str, corpus: str | os.PathLike[str] | None, n_tokens: int) -> str:
+    """Common prefix of a run's shard folders: model, corpus tag and tokens per sentence."""
+    return f"{model}-{corpus_tag(corpus)}-n{n_tokens}"
+
+
+def shard_folder(
+    root: str | os.PathLike[str], stem: str, n: int, seed: int, kind: str | None = None
+) -> Path:
+    """The shard folder of ``n`` sequences (``kind``: a control such as ``"gibberish"``)."""
+    return Path(root) / f"{stem}-{kind + '-' if kind else ''}{n}-s{seed}"

@@ -85,7 +85,7 @@ def blend_embeddings(
     """Logits of the model on blends of two prompts' token embeddings, one batched forward.
 
     Args:
-        model: any ``HookedTransformer`` (positional embeddings are added after the blend,
+        model: a ``HookedTransformer`` or ``TransformerBridge`` (positional embeddings are added after the blend,
             as usual; a continuous signal installed on the model applies).
         prompt_a, prompt_b: strings (tokenised with the model's defaults) or token ids;
             they must tokenise to the same length.
@@ -114,10 +114,14 @@ def blend_embeddings(
     if not bool(torch.isfinite(lam).all()):
         raise ValueError(f"lambdas must be finite (got {lam.tolist()})")
 
+    # embedded before the forward: on a TransformerBridge, embedding inside the hook would
+    # fire hook_embed (and this hook) again
+    device = next(model.embed.parameters()).device
+    with torch.no_grad():
+        pair = model.embed(torch.cat([tokens_a, tokens_b]).to(device))
+
     def replace(embed: Tensor, hook: HookPoint) -> Tensor:
-        with torch.no_grad():
-            pair = model.embed(torch.cat([tokens_a, tokens_b]).to(embed.device))
-        return blend_vectors(pair[0], pair[1], lam, method).to(embed.dtype)
+        return blend_vectors(pair[0], pair[1], lam, method).to(embed.device, embed.dtype)
 
     batch = tokens_a.expand(lam.numel(), -1)
     return model.run_with_hooks(batch, fwd_hooks=[("hook_embed", replace)])

@@ -23,6 +23,7 @@ from typing import Any
 import torch
 from transformer_lens import HookedTransformer
 
+from tl_continuous._progress import progress_bar
 from tl_continuous.reports.settings import fit_range, k_grid
 
 __all__ = ["ReportSettings", "build_report", "k_grid", "render_report"]
@@ -98,9 +99,7 @@ def render_report(sections: list[tuple[str, str, str]], title: str) -> str:
 
 
 def _step(progress: bool, total: int) -> Any:
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, desc="report", disable=not progress)
+    return progress_bar(total=total, desc="report", enabled=progress)
 
 
 def build_report(

@@ -65,8 +65,10 @@ def test_experiment_translation_writes_results(tmp_path, capsys):
 
 @pytest.mark.model
 @pytest.mark.slow
-def test_demo_quick(tmp_path):
-    assert main(["demo", "--quick", "--no-report", "--out", str(tmp_path)]) == 0
+@pytest.mark.parametrize("backend", ["hooked", "bridge"])
+def test_demo_quick(tmp_path, backend):
+    argv = ["demo", "--quick", "--no-report", "--backend", backend, "--out", str(tmp_path)]
+    assert main(argv) == 0
     assert Sweep.load(tmp_path / "count_apple_4.json").grid.numel() == 10
     assert len(SweepSet.load(tmp_path / "boolean_AND_OR.json")) == 4
 

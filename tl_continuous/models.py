@@ -444,11 +444,10 @@ def load_model(
         raise ValueError(f"backend must be one of {BACKENDS} or None (got {backend!r})")
     load = load_hf_folder if backend == "hooked" else load_bridge_folder
     if name == "counting-testbed":  # trained here, shipped in the package (no tokenizer)
-        if backend == "bridge":
-            raise ValueError(
-                "backend: the counting testbed ships as a HookedTransformer checkpoint; load "
-                "it with backend='hooked' (not yet carried over to a Hugging Face model)"
-            )
+        if backend == "bridge":  # carried over to a Hugging Face GPT-NeoX
+            from tl_continuous.testbed.hf import load_testbed_bridge
+
+            return load_testbed_bridge(device=device, dtype=dtype)
         from tl_continuous.testbed.model import load_testbed
 
         return load_testbed(device=device, dtype=dtype)

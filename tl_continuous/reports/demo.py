@@ -220,10 +220,15 @@ def build_report(
         sections.append(_Section("Durations of the prompt", durations_html, ""))
 
     def testbed_curve() -> None:
+        from tl_continuous.backends import backend_name
+        from tl_continuous.models import load_model
         from tl_continuous.testbed.experiment import CountingContinuityResult
         from tl_continuous.views.testbed import expected_count_figure
 
+        # the testbed on the same backend as the report's model
+        testbed_model = load_model("counting-testbed", backend=backend_name(model))
         result = CountingContinuityResult.from_model(
+            testbed_model,
             ns=(1, 2, 3, 4, 5),
             variants=("full",),
             n_prompts=s.testbed_prompts,

@@ -6,11 +6,26 @@ bundled SmolLM2-135M, loaded once per session.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from functools import partial
+from typing import Any
+
 import pytest
 import torch
 from transformer_lens import HookedTransformer
 
-from tl_continuous.tiny import tiny_model
+from tl_continuous.backends import BACKEND_NAMES
+from tl_continuous.tiny import tiny_bridge, tiny_model
+
+
+def build_tiny(backend: str, kind: str = "rotary", **kw: Any) -> Any:
+    """A tiny model of the kind on the backend: ``tiny_model`` (``"hooked"``) or
+    ``tiny_bridge`` (``"bridge"``); same keywords (``n_layers``, ``dtype``, ``seed``)."""
+    if backend == "hooked":
+        return tiny_model(kind, **kw)  # type: ignore[arg-type]
+    if backend == "bridge":
+        return tiny_bridge(kind, **kw)  # type: ignore[arg-type]
+    raise ValueError(f"unknown backend {backend!r}")
 
 
 @pytest.fixture
@@ -35,6 +50,41 @@ def tiny_learned() -> HookedTransformer:
 def tiny_nopos() -> HookedTransformer:
     """One layer, no positional information (all-zero position table)."""
     return tiny_model("nopos", n_layers=1)
+
+
+# --- the same tiny models on both backends (HookedTransformer and TransformerBridge) ----------
+# The fixtures above stay HookedTransformer-only (tests of other modules use them); these run a
+# test once per backend.
+
+
+@pytest.fixture(params=BACKEND_NAMES)
+def backend(request: pytest.FixtureRequest) -> str:
+    """``"hooked"`` or ``"bridge"``: the test runs once per backend."""
+    return str(request.param)
+
+
+@pytest.fixture
+def make_tiny(backend: str) -> Callable[..., Any]:
+    """A builder with ``tiny_model``'s signature for the test's backend."""
+    return partial(build_tiny, backend)
+
+
+@pytest.fixture
+def any_rotary(make_tiny: Callable[..., Any]) -> Any:
+    """``tiny_rotary`` on each backend (the bridge wraps a Hugging Face Llama)."""
+    return make_tiny("rotary")
+
+
+@pytest.fixture
+def any_learned(make_tiny: Callable[..., Any]) -> Any:
+    """``tiny_learned`` on each backend (the bridge wraps a Hugging Face GPT-2)."""
+    return make_tiny("learned")
+
+
+@pytest.fixture
+def any_nopos(make_tiny: Callable[..., Any]) -> Any:
+    """``tiny_nopos`` (one layer, no positions) on each backend."""
+    return make_tiny("nopos", n_layers=1)
 
 
 @pytest.fixture(scope="session")

@@ -1,8 +1,15 @@
-"""The continuous-token mechanism on tiny models: identities, independent references, hygiene."""
+"""The continuous-token mechanism on tiny models: identities, independent references, hygiene.
+
+The mechanics tests run on both backends (the ``backend`` / ``make_tiny`` / ``any_*`` fixtures
+of ``conftest.py``): ``HookedTransformer`` (``tiny_model``) and ``TransformerBridge`` around a
+tiny random Hugging Face model (``tiny_bridge``: Llama, GPT-NeoX, GPT-2).
+"""
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 import torch
@@ -13,6 +20,7 @@ from tl_continuous import Durations, continuous, install_continuous, remove_cont
 from tl_continuous.tiny import tiny_model
 
 TOKENS = torch.tensor([[3, 17, 5, 9, 22, 5, 41, 8]])
+MakeTiny = Callable[..., Any]
 
 
 def _final(logits: torch.Tensor) -> torch.Tensor:
@@ -23,8 +31,8 @@ def _final(logits: torch.Tensor) -> torch.Tensor:
 
 
 @pytest.mark.parametrize("kind", ["rotary", "rotary-partial", "learned"])
-def test_all_ones_reproduce_plain_logits(kind: str) -> None:
-    model = tiny_model(kind)
+def test_all_ones_reproduce_plain_logits(make_tiny: MakeTiny, kind: str) -> None:
+    model = make_tiny(kind)
     tokens = torch.cat([TOKENS, TOKENS.flip(-1)])
     plain = model(tokens)
     with continuous(model, Durations.ones(2, tokens.shape[1])):
@@ -32,19 +40,28 @@ def test_all_ones_reproduce_plain_logits(kind: str) -> None:
     torch.testing.assert_close(cont, plain, atol=1e-5, rtol=0)
 
 
-def test_nontrivial_durations_change_the_output(tiny_rotary: HookedTransformer) -> None:
-    plain = tiny_rotary(TOKENS)
-    with continuous(tiny_rotary, Durations.from_spans(8, [(2, 4)], value=0.3)):
-        cont = tiny_rotary(TOKENS)
+def test_nontrivial_durations_change_the_output(any_rotary: Any) -> None:
+    plain = any_rotary(TOKENS)
+    with continuous(any_rotary, Durations.from_spans(8, [(2, 4)], value=0.3)):
+        cont = any_rotary(TOKENS)
     assert (cont - plain).abs().max() > 1e-3
 
 
 @pytest.mark.parametrize("kind", ["rotary", "learned"])
 @pytest.mark.parametrize("dtype", [torch.float64, torch.bfloat16])
-def test_other_dtypes(kind: str, dtype: torch.dtype) -> None:
-    ref = tiny_model(kind, dtype=torch.float32)
-    model = tiny_model(kind, dtype=dtype)
-    model.load_state_dict(ref.state_dict())  # same weights, rounded to dtype
+def test_other_dtypes(make_tiny: MakeTiny, backend: str, kind: str, dtype: torch.dtype) -> None:
+    ref = make_tiny(kind, dtype=torch.float32)
+    model = make_tiny(kind, dtype=dtype)
+    if backend == "hooked":
+        model.load_state_dict(ref.state_dict())  # same weights, rounded to dtype
+    else:  # tiny_bridge draws the float32 weights from the seed, then casts
+        for (name, w), w32 in zip(
+            model.original_model.state_dict().items(),
+            ref.original_model.state_dict().values(),
+            strict=True,
+        ):
+            assert w.dtype == dtype, name
+            assert torch.equal(w, w32.to(dtype)), name
     durations = Durations.from_spans(8, [(1, 3)], value=0.4)
     with continuous(model, Durations.ones(1, 8)):
         ones = model(TOKENS)
@@ -64,13 +81,8 @@ def test_other_dtypes(kind: str, dtype: torch.dtype) -> None:
 # --- one layer, no positions: durations are repetitions -----------------------------------
 
 
-@pytest.fixture
-def one_layer_nopos() -> HookedTransformer:
-    return tiny_model("nopos", n_layers=1)
-
-
-def test_duration_two_is_token_written_twice(one_layer_nopos: HookedTransformer) -> None:
-    model = one_layer_nopos
+def test_duration_two_is_token_written_twice(any_nopos: Any) -> None:
+    model = any_nopos
     twice = torch.tensor([[3, 17, 5, 5, 9, 22]])
     want = _final(model(twice))
     with continuous(model, torch.tensor([1.0, 1.0, 2.0, 1.0, 1.0])):
@@ -78,8 +90,8 @@ def test_duration_two_is_token_written_twice(one_layer_nopos: HookedTransformer)
     torch.testing.assert_close(got, want, atol=1e-5, rtol=0)
 
 
-def test_duration_zero_is_token_removed(one_layer_nopos: HookedTransformer) -> None:
-    model = one_layer_nopos
+def test_duration_zero_is_token_removed(any_nopos: Any) -> None:
+    model = any_nopos
     want = _final(model(torch.tensor([[3, 17, 9, 22]])))
     with continuous(model, torch.tensor([1.0, 1.0, 0.0, 1.0, 1.0])):
         got = _final(model(torch.tensor([[3, 17, 5, 9, 22]])))
@@ -87,17 +99,17 @@ def test_duration_zero_is_token_removed(one_layer_nopos: HookedTransformer) -> N
 
 
 @pytest.mark.parametrize("k", [3, 5])
-def test_integer_duration_is_k_repetitions(one_layer_nopos: HookedTransformer, k: int) -> None:
-    model = one_layer_nopos
+def test_integer_duration_is_k_repetitions(any_nopos: Any, k: int) -> None:
+    model = any_nopos
     want = _final(model(torch.tensor([[3, 17] + [5] * k + [9, 22]])))
     with continuous(model, torch.tensor([1.0, 1.0, float(k), 1.0, 1.0])):
         got = _final(model(torch.tensor([[3, 17, 5, 9, 22]])))
     torch.testing.assert_close(got, want, atol=1e-5, rtol=0)
 
 
-def test_repetition_identity_fails_with_two_layers() -> None:
+def test_repetition_identity_fails_with_two_layers(make_tiny: MakeTiny) -> None:
     """The identity is one-layer only: the test above could fail."""
-    model = tiny_model("nopos", n_layers=2)
+    model = make_tiny("nopos", n_layers=2)
     want = _final(model(torch.tensor([[3, 17, 5, 5, 9, 22]])))
     with continuous(model, torch.tensor([1.0, 1.0, 2.0, 1.0, 1.0])):
         got = _final(model(torch.tensor([[3, 17, 5, 9, 22]])))
@@ -107,33 +119,33 @@ def test_repetition_identity_fails_with_two_layers() -> None:
 # --- scaling and shifting -----------------------------------------------------------------
 
 
-def _patterns(model: HookedTransformer, durations: Durations, **kw: bool) -> list[torch.Tensor]:
+def _patterns(model: Any, durations: Durations, **kw: bool) -> list[torch.Tensor]:
     with continuous(model, durations, **kw):
         _, cache = model.run_with_cache(TOKENS, names_filter=lambda n: n.endswith("hook_pattern"))
     return [cache["pattern", layer] for layer in range(model.cfg.n_layers)]
 
 
 @pytest.mark.parametrize("scale", [0.01, 0.37, 1.5])
-def test_scaling_leaves_patterns_unchanged(scale: float) -> None:
+def test_scaling_leaves_patterns_unchanged(make_tiny: MakeTiny, scale: float) -> None:
     d = Durations(torch.tensor([1.0, 0.5, 2.0, 0.7, 1.3, 1.0, 0.2, 3.0]))
     # no positions at all (nopos) and rotary with positions switched off
     for model, kw in (
-        (tiny_model("nopos", n_layers=2), {}),
-        (tiny_model("rotary"), {"positions": False}),
+        (make_tiny("nopos", n_layers=2), {}),
+        (make_tiny("rotary"), {"positions": False}),
     ):
         base = _patterns(model, d, **kw)
         scaled = _patterns(model, d.scaled(scale), **kw)
         for a, b in zip(base, scaled, strict=True):
             torch.testing.assert_close(a, b, atol=1e-6, rtol=0)
     # with rotary positions on, scaling does move the pattern (it changes positions)
-    rotary = tiny_model("rotary")
+    rotary = make_tiny("rotary")
     moved = _patterns(rotary, d.scaled(0.37))
     assert max((a - b).abs().max() for a, b in zip(_patterns(rotary, d), moved, strict=True)) > 1e-4
 
 
 @pytest.mark.parametrize("kind", ["rotary", "rotary-partial"])
-def test_shifting_positions_is_a_noop_for_rotary(kind: str) -> None:
-    model = tiny_model(kind)
+def test_shifting_positions_is_a_noop_for_rotary(make_tiny: MakeTiny, kind: str) -> None:
+    model = make_tiny(kind)
     d = Durations(torch.tensor([1.0, 0.5, 2.0, 0.7, 1.3, 1.0, 0.2, 3.0]))
     with continuous(model, d):
         base = model(TOKENS)
@@ -142,150 +154,216 @@ def test_shifting_positions_is_a_noop_for_rotary(kind: str) -> None:
             torch.testing.assert_close(model(TOKENS), base, atol=1e-5, rtol=0)
 
 
-def test_shifting_positions_matters_for_learned(tiny_learned: HookedTransformer) -> None:
+def test_shifting_positions_matters_for_learned(any_learned: Any) -> None:
     d = Durations.ones(1, 8)
-    with continuous(tiny_learned, d):
-        base = tiny_learned(TOKENS)
-    with continuous(tiny_learned, d.shifted(2.5)):
-        moved = tiny_learned(TOKENS)
+    with continuous(any_learned, d):
+        base = any_learned(TOKENS)
+    with continuous(any_learned, d.shifted(2.5)):
+        moved = any_learned(TOKENS)
     assert (moved - base).abs().max() > 1e-3
 
 
 # --- independent references ----------------------------------------------------------------
 
 
-def _rotate_reference(x: torch.Tensor, pos: torch.Tensor, cfg: object) -> torch.Tensor:
+def _rope(model: Any) -> tuple[int, float, bool]:
+    """``(rotary_dim, base, adjacent_pairs)``: TransformerLens' config, or for a bridge the
+    wrapped Hugging Face config (Llama / GPT-NeoX rotate the two halves of the rotary dims)."""
+    if isinstance(model, HookedTransformer):
+        cfg = model.cfg
+        return int(cfg.rotary_dim), float(cfg.rotary_base), bool(cfg.rotary_adjacent_pairs)  # type: ignore[arg-type]
+    hf = model.original_model.config
+    rope = hf.rope_parameters
+    head_dim = hf.hidden_size // hf.num_attention_heads
+    rotary_dim = int(head_dim * rope.get("partial_rotary_factor", 1.0))
+    return rotary_dim, float(rope["rope_theta"]), False
+
+
+def _rotate_reference(
+    x: torch.Tensor, pos: torch.Tensor, rope: tuple[int, float, bool]
+) -> torch.Tensor:
     """Rotate ``x [batch, pos, head, d_head]`` by real positions, from the formula."""
-    rd = cfg.rotary_dim  # type: ignore[attr-defined]
+    rd, base, adjacent = rope
     half = rd // 2
-    omega = cfg.rotary_base ** (-torch.arange(half, dtype=torch.float64) * 2 / rd)  # type: ignore[attr-defined]
+    omega = base ** (-torch.arange(half, dtype=torch.float64) * 2 / rd)
     angle = pos.double()[..., None, None] * omega  # [batch, pos, 1, half]
     cos, sin = angle.cos(), angle.sin()
     x = x.double()
-    if cfg.rotary_adjacent_pairs:  # type: ignore[attr-defined]
+    if adjacent:
         a, b = x[..., 0:rd:2], x[..., 1:rd:2]
     else:
         a, b = x[..., :half], x[..., half:rd]
     ra, rb = a * cos - b * sin, a * sin + b * cos
     out = x.clone()
-    if cfg.rotary_adjacent_pairs:  # type: ignore[attr-defined]
+    if adjacent:
         out[..., 0:rd:2], out[..., 1:rd:2] = ra, rb
     else:
         out[..., :half], out[..., half:rd] = ra, rb
     return out
 
 
+def _assert_scores_close(got: torch.Tensor, want: torch.Tensor) -> None:
+    """Scores equal where the reference is finite; masked (``-inf`` in the reference) where
+    not: ``-inf`` (TransformerLens) or the dtype's most negative value plus ``log d``
+    (Hugging Face's additive causal mask)."""
+    finite = torch.isfinite(want)
+    torch.testing.assert_close(got[finite], want[finite], atol=1e-5, rtol=0)
+    assert bool((got[~finite] < -1e30).all())
+
+
 @pytest.mark.parametrize("kind", ["rotary", "rotary-partial"])
-def test_fractional_rotary_matches_rotation_formula(kind: str) -> None:
-    model = tiny_model(kind)
+def test_fractional_rotary_matches_rotation_formula(
+    make_tiny: MakeTiny, backend: str, kind: str
+) -> None:
+    model = make_tiny(kind)
     d = Durations(torch.tensor([[1.0, 0.25, 2.5, 0.7, 1.3, 0.0, 0.2, 3.1]]), start=0.6)
     with continuous(model, d):
-        _, cache = model.run_with_cache(TOKENS)
+        logits, cache = model.run_with_cache(TOKENS)
     pos = d.positions - d.values[:, :1]  # table index convention (see positions.py)
     log_d = torch.log(d.values.double())
+    rope = _rope(model)
     for layer in range(model.cfg.n_layers):
-        q = _rotate_reference(cache["q", layer], pos, model.cfg)
-        k = _rotate_reference(cache["k", layer], pos, model.cfg)
-        torch.testing.assert_close(
-            cache[f"blocks.{layer}.attn.hook_rot_q"].double(), q, atol=1e-5, rtol=0
-        )
-        torch.testing.assert_close(
-            cache[f"blocks.{layer}.attn.hook_rot_k"].double(), k, atol=1e-5, rtol=0
-        )
+        q = _rotate_reference(cache["q", layer], pos, rope)
+        k = _rotate_reference(cache["k", layer], pos, rope)
+        # the rotated queries and keys, where the model exposes them (not GPT-NeoX's bridge,
+        # whose joint-QKV attention fires no hook_rot_q / hook_rot_k); the scores always
+        rot = f"blocks.{layer}.attn.hook_rot_"
+        if backend == "hooked" or kind == "rotary":
+            torch.testing.assert_close(cache[rot + "q"].double(), q, atol=1e-5, rtol=0)
+            torch.testing.assert_close(cache[rot + "k"].double(), k, atol=1e-5, rtol=0)
         k = k.repeat_interleave(model.cfg.n_heads // k.shape[2], dim=2)
         scores = torch.einsum("bqhd,bkhd->bhqk", q, k) / math.sqrt(model.cfg.d_head)
         causal = torch.ones(8, 8, dtype=torch.bool).tril()
         scores = scores.masked_fill(~causal, -math.inf) + log_d[:, None, None, :]
-        got = cache["attn_scores", layer].double()
-        finite = torch.isfinite(scores)
-        assert torch.equal(finite, torch.isfinite(got))
-        torch.testing.assert_close(got[finite], scores[finite], atol=1e-5, rtol=0)
+        _assert_scores_close(cache["attn_scores", layer].double(), scores)
+    if backend == "bridge":
+        # the whole forward: Hugging Face's own route (float position_ids, 4-D log-d mask)
+        from tl_continuous.continuous.reference_hf import hf_continuous_logits
+
+        with torch.no_grad():
+            want = hf_continuous_logits(model.original_model, TOKENS, d)
+        torch.testing.assert_close(logits, want, atol=1e-5, rtol=0)
 
 
-def test_learned_positions_interpolate_w_pos(tiny_learned: HookedTransformer) -> None:
+def _w_pos(model: Any) -> torch.Tensor:
+    """The learned position table: ``W_pos``, or the wrapped GPT-2's ``wpe``."""
+    if isinstance(model, HookedTransformer):
+        return model.W_pos.detach()
+    return model.original_model.transformer.wpe.weight.detach()
+
+
+def test_learned_positions_interpolate_w_pos(any_learned: Any) -> None:
     d = Durations(torch.tensor([1.0, 0.25, 2.5, 0.7, 1.3, 0.0, 0.2, 3.1]), start=0.5)
-    with continuous(tiny_learned, d):
-        _, cache = tiny_learned.run_with_cache(TOKENS)
+    with continuous(any_learned, d):
+        _, cache = any_learned.run_with_cache(TOKENS)
     index = (d.positions[0] - d.values[0, 0]).double()
-    w = tiny_learned.W_pos.detach().double()
+    w = _w_pos(any_learned).double()
     lo = index.floor().long()
     frac = (index - lo)[:, None]
     want = (1 - frac) * w[lo] + frac * w[lo + 1]
     torch.testing.assert_close(cache["hook_pos_embed"][0].double(), want, atol=1e-6, rtol=0)
 
 
-def test_learned_positions_beyond_table_raise(tiny_learned: HookedTransformer) -> None:
-    hooks_before = _hook_snapshot(tiny_learned)
+def test_learned_positions_beyond_table_raise(any_learned: Any) -> None:
+    hooks_before = _hook_snapshot(_warm(any_learned))
     with pytest.raises(ValueError, match="position table"):  # noqa: SIM117
-        with continuous(tiny_learned, torch.full((8,), 10.0)):
-            tiny_learned(TOKENS)
-    assert _hook_snapshot(tiny_learned) == hooks_before
-    assert not hasattr(tiny_learned, "continuous")
+        with continuous(any_learned, torch.full((8,), 10.0)):
+            any_learned(TOKENS)
+    assert _hook_snapshot(any_learned) == hooks_before
+    assert not hasattr(any_learned, "continuous")
 
 
 # --- the HookPoints ------------------------------------------------------------------------
 
 
-def test_signal_hookpoints_in_cache_and_overwritable(tiny_rotary: HookedTransformer) -> None:
+def test_signal_hookpoints_in_cache_and_overwritable(any_rotary: Any) -> None:
     d = Durations(torch.tensor([1.0, 0.5, 2.0, 0.7, 1.3, 1.0, 0.2, 3.0]), start=0.5)
-    with continuous(tiny_rotary, d):
-        want, cache = tiny_rotary.run_with_cache(TOKENS)
+    with continuous(any_rotary, d):
+        want, cache = any_rotary.run_with_cache(TOKENS)
     torch.testing.assert_close(cache["continuous.hook_durations"], d.values)
     torch.testing.assert_close(cache["continuous.hook_positions"], d.positions)
 
     def overwrite(x: torch.Tensor, hook: object) -> torch.Tensor:
         return d.values.expand_as(x).clone()
 
-    with continuous(tiny_rotary, Durations.ones(1, 8, start=0.5)):
-        got = tiny_rotary.run_with_hooks(
+    with continuous(any_rotary, Durations.ones(1, 8, start=0.5)):
+        got = any_rotary.run_with_hooks(
             TOKENS, fwd_hooks=[("continuous.hook_durations", overwrite)]
         )
-        again = tiny_rotary(TOKENS)  # the user's temporary hook is gone again
+        again = any_rotary(TOKENS)  # the user's temporary hook is gone again
     torch.testing.assert_close(got, want, atol=1e-6, rtol=0)
-    torch.testing.assert_close(again, tiny_rotary(TOKENS), atol=1e-5, rtol=0)
+    torch.testing.assert_close(again, any_rotary(TOKENS), atol=1e-5, rtol=0)
 
 
-def test_overwriting_positions_moves_only_positions(tiny_rotary: HookedTransformer) -> None:
+def test_overwriting_positions_moves_only_positions(any_rotary: Any) -> None:
     d = Durations(torch.tensor([1.0, 0.5, 2.0, 0.7, 1.3, 1.0, 0.2, 3.0]))
-    with continuous(tiny_rotary, d, attention=False):
-        want = tiny_rotary(TOKENS)
-    with continuous(tiny_rotary, Durations.ones(1, 8), attention=False):
-        got = tiny_rotary.run_with_hooks(
+    with continuous(any_rotary, d, attention=False):
+        want = any_rotary(TOKENS)
+    with continuous(any_rotary, Durations.ones(1, 8), attention=False):
+        got = any_rotary.run_with_hooks(
             TOKENS,
             fwd_hooks=[("continuous.hook_positions", lambda x, hook: d.positions.clone())],
         )
     torch.testing.assert_close(got, want, atol=1e-5, rtol=0)
 
 
-def test_layers_subset_only_touches_those_scores(tiny_rotary: HookedTransformer) -> None:
+def test_layers_subset_only_touches_those_scores(any_rotary: Any) -> None:
     d = Durations(torch.tensor([1.0, 0.5, 2.0, 0.7, 1.3, 1.0, 0.2, 3.0]))
-    with continuous(tiny_rotary, d, positions=False, layers=[1]):
-        _, cache = tiny_rotary.run_with_cache(TOKENS)
-    _, plain = tiny_rotary.run_with_cache(TOKENS)
+    with continuous(any_rotary, d, positions=False, layers=[1]):
+        _, cache = any_rotary.run_with_cache(TOKENS)
+    _, plain = any_rotary.run_with_cache(TOKENS)
     torch.testing.assert_close(cache["attn_scores", 0], plain["attn_scores", 0])
     diff = cache["attn_scores", 1] - plain["attn_scores", 1]
-    finite = torch.isfinite(diff)
-    torch.testing.assert_close(
-        diff,
-        torch.log(d.values)[:, None, None, :].expand_as(diff).where(finite, diff),
-        equal_nan=True,
-    )
+    causal = torch.ones(8, 8, dtype=torch.bool).tril().expand_as(diff)
+    want = torch.log(d.values)[:, None, None, :].expand_as(diff)
+    torch.testing.assert_close(diff[causal], want[causal])
+    assert bool((cache["attn_scores", 1][~causal] < -1e30).all())  # still masked
 
 
 # --- hook hygiene --------------------------------------------------------------------------
 
 
-def _hook_snapshot(model: HookedTransformer) -> dict[str, list[tuple[int, bool]]]:
-    return {
+def _modules(model: Any) -> list[torch.nn.Module]:
+    """Every module of the model; for a bridge also the wrapped Hugging Face model's."""
+    found = {id(m): m for m in model.modules()}
+    hf = getattr(model, "original_model", None)
+    if isinstance(hf, torch.nn.Module):
+        found |= {id(m): m for m in hf.modules()}
+    return list(found.values())
+
+
+def _warm(model: Any) -> Any:
+    """Run a forward and a cached forward: a bridge wires some hooks of its own on first use
+    (capture pre-hooks on its norms, forward hooks of ``run_with_cache`` on Hugging Face
+    blocks), once; snapshots are taken after that."""
+    model(TOKENS)
+    model.run_with_cache(TOKENS)
+    return model
+
+
+def _hook_snapshot(model: Any) -> dict[str, Any]:
+    """Every hook of the model: each HookPoint's hooks (by identity and permanence), the
+    HookPoint names, and every torch module's forward (pre-)hooks (by handle id)."""
+    points = {
         f"{name}:{direction}": [(id(h), h.is_permanent) for h in getattr(hp, f"{direction}_hooks")]
         for name, hp in model.hook_dict.items()
         for direction in ("fwd", "bwd")
-    } | {"_torch": [len(m._forward_hooks) + len(m._forward_pre_hooks) for m in model.modules()]}  # type: ignore[dict-item]
+    }
+    torch_hooks = {
+        f"{type(m).__name__}@{id(m)}": (
+            list(m._forward_pre_hooks),
+            list(m._forward_hooks),
+            list(m._backward_hooks),
+        )
+        for m in _modules(model)
+    }
+    return points | {"_names": sorted(model.hook_dict), "_torch": torch_hooks}
 
 
 @pytest.mark.parametrize("fail", [False, True])
-def test_hooks_identical_before_and_after(tiny_rotary: HookedTransformer, fail: bool) -> None:
-    model = tiny_rotary
+def test_hooks_identical_before_and_after(make_tiny: MakeTiny, fail: bool) -> None:
+    model = _warm(make_tiny("rotary"))
+    plain = model(TOKENS)
     model.add_hook("blocks.0.attn.hook_attn_scores", lambda x, hook: None, is_permanent=True)
     model.add_hook("blocks.1.attn.hook_rot_k", lambda x, hook: None)
     model.add_hook("blocks.0.hook_resid_pre", lambda x, hook: None, dir="bwd")
@@ -301,9 +379,16 @@ def test_hooks_identical_before_and_after(tiny_rotary: HookedTransformer, fail: 
             inside = model(TOKENS)
             # run_with_hooks resets every non-permanent hook: the mechanism must survive
             model.run_with_hooks(
-                TOKENS, fwd_hooks=[("blocks.0.hook_mlp_out", lambda x, hook: None)]
+                TOKENS,
+                fwd_hooks=[
+                    ("blocks.0.hook_mlp_out", lambda x, hook: None),
+                    ("blocks.0.hook_resid_post", lambda x, hook: None),  # an alias on a bridge
+                ],
             )
+            cached, _ = model.run_with_cache(TOKENS)
+            torch.testing.assert_close(cached, inside)
             torch.testing.assert_close(model(TOKENS), inside)
+            assert (inside - plain).abs().max() > 1e-4
             assert handle.signal is model.continuous
             if fail:
                 raise Boom
@@ -312,45 +397,47 @@ def test_hooks_identical_before_and_after(tiny_rotary: HookedTransformer, fail: 
     after = _hook_snapshot(model)
     assert after == before
     assert set(model.hook_dict) == names_before
-    torch.testing.assert_close(model(TOKENS), tiny_model("rotary")(TOKENS))
+    assert not hasattr(model, "continuous")
+    torch.testing.assert_close(model(TOKENS), plain, atol=0, rtol=0)
+    torch.testing.assert_close(model(TOKENS), make_tiny("rotary")(TOKENS), atol=0, rtol=0)
 
 
-def test_mechanism_survives_reset_hooks(tiny_rotary: HookedTransformer) -> None:
-    with continuous(tiny_rotary, Durations.from_spans(8, [(1, 2)], value=0.5)):
-        inside = tiny_rotary(TOKENS)
-        tiny_rotary.reset_hooks()  # removes every non-permanent hook
-        torch.testing.assert_close(tiny_rotary(TOKENS), inside)
-    assert (tiny_rotary(TOKENS) - inside).abs().max() > 1e-4
+def test_mechanism_survives_reset_hooks(any_rotary: Any) -> None:
+    with continuous(any_rotary, Durations.from_spans(8, [(1, 2)], value=0.5)):
+        inside = any_rotary(TOKENS)
+        any_rotary.reset_hooks()  # removes every non-permanent hook
+        torch.testing.assert_close(any_rotary(TOKENS), inside)
+    assert (any_rotary(TOKENS) - inside).abs().max() > 1e-4
 
 
-def test_install_and_remove(tiny_learned: HookedTransformer) -> None:
-    before = _hook_snapshot(tiny_learned)
+def test_install_and_remove(any_learned: Any) -> None:
+    before = _hook_snapshot(_warm(any_learned))
     handle = install_continuous(
-        tiny_learned, Durations.from_spans(8, [(0, 3)], value=0.5), layers=[0]
+        any_learned, Durations.from_spans(8, [(0, 3)], value=0.5), layers=[0]
     )
     with pytest.raises(ValueError, match="already"):
-        install_continuous(tiny_learned, Durations.ones(1, 8))
-    changed = tiny_learned(TOKENS)
+        install_continuous(any_learned, Durations.ones(1, 8))
+    changed = any_learned(TOKENS)
     handle.durations = Durations.ones(1, 8)
     torch.testing.assert_close(
-        tiny_learned(TOKENS), tiny_learned.run_with_hooks(TOKENS), atol=1e-6, rtol=0
+        any_learned(TOKENS), any_learned.run_with_hooks(TOKENS), atol=1e-6, rtol=0
     )
-    assert remove_continuous(tiny_learned) is True
-    assert remove_continuous(tiny_learned) is False
+    assert remove_continuous(any_learned) is True
+    assert remove_continuous(any_learned) is False
     handle.remove()  # idempotent
-    assert _hook_snapshot(tiny_learned) == before
-    assert (tiny_learned(TOKENS) - changed).abs().max() > 1e-4
+    assert _hook_snapshot(any_learned) == before
+    assert (any_learned(TOKENS) - changed).abs().max() > 1e-4
 
 
-def test_patching_runs_are_continuous(tiny_rotary: HookedTransformer) -> None:
+def test_patching_runs_are_continuous(any_rotary: Any) -> None:
     from transformer_lens import patching
 
     d = Durations.from_spans(8, [(2, 5)], value=0.3)
-    with continuous(tiny_rotary, d):
-        want = tiny_rotary(TOKENS)
-        _, cache = tiny_rotary.run_with_cache(TOKENS)
+    with continuous(any_rotary, d):
+        want = any_rotary(TOKENS)
+        _, cache = any_rotary.run_with_cache(TOKENS)
         result = patching.generic_activation_patch(
-            tiny_rotary,
+            any_rotary,
             TOKENS,
             cache,
             patching_metric=lambda logits: logits[0, -1, 0],
@@ -378,14 +465,44 @@ def test_unsupported_schemes_named(scheme: str) -> None:
         model(TOKENS)
 
 
-def test_shape_errors(tiny_rotary: HookedTransformer) -> None:
-    with continuous(tiny_rotary, Durations.ones(3, 8)), pytest.raises(ValueError, match="rows"):
-        tiny_rotary(TOKENS.expand(2, -1))
-    with continuous(tiny_rotary, Durations.ones(1, 7)), pytest.raises(ValueError, match="cover 7"):
-        tiny_rotary(TOKENS)
+def _tiny_bloom() -> Any:
+    """A ``TransformerBridge`` around a tiny random Hugging Face Bloom (ALiBi positions)."""
+    import transformers
+    from transformer_lens.model_bridge.sources._bridge_builder import build_bridge_from_module
+
+    torch.manual_seed(0)
+    config = transformers.BloomConfig(vocab_size=50, hidden_size=64, n_layer=2, n_head=4)
+    config._attn_implementation = "eager"
+    hf = transformers.BloomForCausalLM(config).eval()
+    return build_bridge_from_module(hf, "BloomForCausalLM", hf_config=hf.config).eval()
+
+
+def test_unsupported_scheme_named_on_bridge() -> None:
+    """The bridge counterpart: Bloom's ALiBi has no real positions; attention alone works."""
+    model = _warm(_tiny_bloom())
+    assert model.cfg.positional_embedding_type == "alibi"
+    before = _hook_snapshot(model)
+    plain = model(TOKENS)
+    with pytest.raises(ValueError, match="alibi"):
+        install_continuous(model, Durations.ones(1, 8))
+    assert _hook_snapshot(model) == before and not hasattr(model, "continuous")
+    with continuous(model, Durations.ones(1, 8), positions=False):
+        ones = model(TOKENS)
+    with continuous(model, Durations.from_spans(8, [(1, 2)], value=0.0), positions=False):
+        removed = model(TOKENS)
+    assert _hook_snapshot(model) == before and not hasattr(model, "continuous")
+    torch.testing.assert_close(ones, plain, atol=1e-6, rtol=0)
+    assert (removed - plain).abs().max() > 1e-4  # log d reached Bloom's attention scores
+
+
+def test_shape_errors(any_rotary: Any) -> None:
+    with continuous(any_rotary, Durations.ones(3, 8)), pytest.raises(ValueError, match="rows"):
+        any_rotary(TOKENS.expand(2, -1))
+    with continuous(any_rotary, Durations.ones(1, 7)), pytest.raises(ValueError, match="cover 7"):
+        any_rotary(TOKENS)
     with pytest.raises(ValueError, match="layers"):
-        install_continuous(tiny_rotary, Durations.ones(1, 8), layers=[5])
-    assert not hasattr(tiny_rotary, "continuous")
+        install_continuous(any_rotary, Durations.ones(1, 8), layers=[5])
+    assert not hasattr(any_rotary, "continuous")
 
 
 def test_durations_validation() -> None:
@@ -404,8 +521,8 @@ def test_durations_validation() -> None:
 
 
 @pytest.mark.parametrize("kind", ["rotary", "learned"])
-def test_left_padding_matches_unpadded_runs(kind: str) -> None:
-    model = tiny_model(kind)
+def test_left_padding_matches_unpadded_runs(make_tiny: MakeTiny, kind: str) -> None:
+    model = make_tiny(kind)
     short = torch.tensor([4, 9, 13, 2, 7])
     long = TOKENS[0]
     d_short = torch.tensor([1.0, 0.5, 2.0, 0.3, 1.0])
@@ -420,25 +537,68 @@ def test_left_padding_matches_unpadded_runs(kind: str) -> None:
     for row, (toks, d) in enumerate(((short, d_short), (long, d_long))):
         with continuous(model, Durations(d, start=0.2)):
             alone = model(toks[None])
-        torch.testing.assert_close(batched[row, -1], alone[0, -1], atol=1e-5, rtol=0)
+        real = batched[row, -toks.shape[0] :]  # every real token, not only the last
+        torch.testing.assert_close(real, alone[0], atol=1e-5, rtol=0)
 
 
-@pytest.mark.parametrize("kind", ["rotary", "learned"])
-def test_kv_cache_continues_with_duration_one(kind: str) -> None:
-    model = tiny_model(kind)
-    d = torch.tensor([1.0, 0.5, 2.0, 0.7, 1.3, 1.0, 0.2])
-    with continuous(model, torch.cat([d, torch.ones(1)])):
+def _cached_steps(model: Any, backend: str, tokens: torch.Tensor, n_prompt: int) -> torch.Tensor:
+    """Logits of the prompt, then of each later token fed alone with the key/value cache:
+    TransformerLens' cache on ``HookedTransformer``, Hugging Face's on a bridge."""
+    steps = []
+    if backend == "hooked":
+        cache = TransformerLensKeyValueCache.init_cache(model.cfg, model.cfg.device, 1)
+        for lo, hi in [(0, n_prompt)] + [(i, i + 1) for i in range(n_prompt, tokens.shape[1])]:
+            mask = torch.ones(1, hi - lo, dtype=torch.long)
+            steps.append(model(tokens[:, lo:hi], past_kv_cache=cache, attention_mask=mask))
+    else:
+        logits, hf_cache = model(tokens[:, :n_prompt], return_type="logits_and_cache")
+        steps.append(logits)
+        for i in range(n_prompt, tokens.shape[1]):
+            assert hf_cache.get_seq_length() == i
+            logits, hf_cache = model(
+                tokens[:, i : i + 1],
+                past_key_values=hf_cache,
+                use_cache=True,
+                return_type="logits_and_cache",
+            )
+            steps.append(logits)
+    return torch.cat(steps, dim=1)
+
+
+@pytest.mark.parametrize("kind", ["rotary", "rotary-partial", "learned"])
+def test_kv_cache_continues_with_duration_one(make_tiny: MakeTiny, backend: str, kind: str) -> None:
+    """Token by token with the cache, tokens beyond the durations get duration 1: equal to one
+    full forward with the durations padded by ones."""
+    model = make_tiny(kind)
+    d = torch.tensor([1.0, 0.5, 2.0, 0.7, 0.0])
+    with continuous(model, torch.cat([d, torch.ones(3)])):
         full = model(TOKENS)
     with continuous(model, d):
-        cache = TransformerLensKeyValueCache.init_cache(model.cfg, model.cfg.device, 1)
-        first = model(
-            TOKENS[:, :7], past_kv_cache=cache, attention_mask=torch.ones(1, 7, dtype=torch.long)
+        stepped = _cached_steps(model, backend, TOKENS, 5)
+    torch.testing.assert_close(stepped, full, atol=1e-5, rtol=0)
+    with continuous(model, torch.ones(5)):  # the test can fail: the durations matter
+        assert (_cached_steps(model, backend, TOKENS, 5) - full).abs().max() > 1e-4
+
+
+def test_generate_with_kv_cache_is_continuous(make_tiny: MakeTiny) -> None:
+    """``generate(use_past_kv_cache=True)`` under durations: greedy tokens and their logits
+    are those of full forwards with the durations padded by ones."""
+    model = make_tiny("rotary")
+    prompt, d = TOKENS[:, :5], torch.tensor([1.0, 0.5, 2.0, 0.7, 0.0])
+    with continuous(model, d):
+        out = model.generate(
+            prompt,
+            max_new_tokens=3,
+            do_sample=False,
+            use_past_kv_cache=True,
+            stop_at_eos=False,
+            verbose=False,
         )
-        step = model(
-            TOKENS[:, 7:], past_kv_cache=cache, attention_mask=torch.ones(1, 1, dtype=torch.long)
-        )
-    torch.testing.assert_close(first, full[:, :7], atol=1e-5, rtol=0)
-    torch.testing.assert_close(step[:, -1], full[:, -1], atol=1e-5, rtol=0)
+    out = out.clone()  # HookedTransformer.generate returns an inference-mode tensor
+    assert out.shape == (1, 8) and torch.equal(out[:, :5], prompt)
+    with continuous(model, torch.cat([d, torch.ones(2)])):
+        full = model(out[:, :-1])
+    torch.testing.assert_close(out[0, 5:], full[0, 4:].argmax(-1))
 
 
 # --- blending embeddings -------------------------------------------------------------------

@@ -25,8 +25,15 @@ def progress(
     return tqdm(iterable, total=total, desc=desc)
 
 
-def progress_bar(*, total: int, desc: str = "", enabled: bool = True) -> Any:
-    """A manual tqdm bar (``update()``/``close()``), disabled when ``enabled`` is false."""
+def progress_bar(
+    iterable: Iterable[Any] | None = None,
+    *,
+    total: int | None = None,
+    desc: str = "",
+    enabled: bool = True,
+) -> Any:
+    """A tqdm bar object (``update()``, ``set_postfix()``, ``close()``), silent when not
+    ``enabled``; over ``iterable`` if one is given."""
     from tqdm.auto import tqdm
 
-    return tqdm(total=total, desc=desc, disable=not enabled)
+    return tqdm(iterable, total=total, desc=desc, disable=not enabled)

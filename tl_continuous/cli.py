@@ -32,6 +32,12 @@ def _add_model_args(parser: argparse.ArgumentParser) -> None:
         default="smollm2-135m",
         help="bundled model name or a local Hugging Face folder (default: %(default)s)",
     )
+    parser.add_argument(
+        "--backend",
+        choices=("hooked", "bridge"),
+        default=None,
+        help="HookedTransformer or TransformerBridge (default: bridge on TransformerLens 4)",
+    )
     parser.add_argument("--cache-dir", default=None, help="where converted models are kept")
     parser.add_argument("--device", default=None, help="torch device (default: TransformerLens')")
     parser.add_argument(
@@ -155,7 +161,9 @@ def _cmd_count(args: argparse.Namespace) -> int:
     from tl_continuous.models import load_model
     from tl_continuous.views.experiments import sweep_figure
 
-    model = load_model(args.model, cache_dir=args.cache_dir, device=args.device)
+    model = load_model(
+        args.model, backend=args.backend, cache_dir=args.cache_dir, device=args.device
+    )
     sweep = count_curve(
         model,
         args.word,
@@ -180,7 +188,9 @@ def _cmd_experiment(args: argparse.Namespace) -> int:
     from tl_continuous.models import load_model
     from tl_continuous.views import experiments as views
 
-    model = load_model(args.model, cache_dir=args.cache_dir, device=args.device)
+    model = load_model(
+        args.model, backend=args.backend, cache_dir=args.cache_dir, device=args.device
+    )
     progress = not args.no_progress
     steps = args.steps
     cs = default_grid(steps or 100)
@@ -254,7 +264,9 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     from tl_continuous.views.experiments import boolean_figure, sweep_figure
 
     start = time.perf_counter()
-    model = load_model(args.model, cache_dir=args.cache_dir, device=args.device)
+    model = load_model(
+        args.model, backend=args.backend, cache_dir=args.cache_dir, device=args.device
+    )
     loaded = time.perf_counter() - start
     tokens = model.to_tokens(args.prompt)
     probs = model(tokens)[0, -1].float().softmax(-1)

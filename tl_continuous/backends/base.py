@@ -16,7 +16,9 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeAlias, runtime_checkable
 from torch import Tensor, nn
 from transformer_lens.hook_points import HookPoint
 
-__all__ = ["Backend", "Model", "Undo", "add_permanent_hook"]
+from tl_continuous.continuous.attention import add_log_durations
+
+__all__ = ["Backend", "Model", "Undo", "add_permanent_hook", "scores_hook"]
 
 #: What public functions take: a ``HookedTransformer`` or a ``TransformerBridge``. Both are
 #: torch modules with TransformerLens' hook API (``hook_dict``, ``hooks()``,
@@ -89,3 +91,22 @@ def add_permanent_hook(point: HookPoint, fn: Callable[..., Any]) -> Undo:
         point.fwd_hooks = [h for h in point.fwd_hooks if h is not added]
 
     return undo
+
+
+def scores_hook(signal: Any) -> Callable[[Tensor, HookPoint], Tensor]:
+    """The hook of ``blocks.{i}.attn.hook_attn_scores``: ``log d`` added in every key column.
+
+    The same on both backends: the scores there are pre-softmax, after the causal and
+    padding masks, ``[batch, head, query_pos, key_pos]``.
+    """
+
+    def hook(scores: Tensor, hook: HookPoint) -> Tensor:
+        state = signal.current()
+        if scores.shape[-1] != state.log_d.shape[-1]:
+            raise RuntimeError(
+                f"attention scores have {scores.shape[-1]} keys but the signal has "
+                f"{state.log_d.shape[-1]}"
+            )
+        return add_log_durations(scores, state.log_d)
+
+    return hook

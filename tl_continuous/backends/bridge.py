@@ -32,10 +32,8 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
-from transformer_lens.hook_points import HookPoint
 
-from tl_continuous.backends.base import Undo, add_permanent_hook
-from tl_continuous.continuous.attention import add_log_durations
+from tl_continuous.backends.base import Undo, add_permanent_hook, scores_hook
 from tl_continuous.continuous.positions import interpolate_table
 
 __all__ = ["BACKEND", "BridgeBackend", "base_model", "rotary_modules"]
@@ -149,7 +147,7 @@ class BridgeBackend:
             if attention:
                 for layer in layers:
                     point = model.blocks[layer].attn.hook_attn_scores
-                    undo.append(add_permanent_hook(point, _scores_hook(signal)))
+                    undo.append(add_permanent_hook(point, scores_hook(signal)))
             scheme = self.positional_scheme(model) if positions else None
             if scheme == "rotary":
                 for module in rotary_modules(model):
@@ -190,19 +188,6 @@ def _state_hook(signal: Any) -> Any:
             mask = mask[:, -(offset + n_new) :]
         signal.reset()
         signal.ensure(batch, offset + n_new, offset, mask, device)
-
-    return hook
-
-
-def _scores_hook(signal: Any) -> Any:
-    def hook(scores: Tensor, hook: HookPoint) -> Tensor:
-        state = signal.current()
-        if scores.shape[-1] != state.log_d.shape[-1]:
-            raise RuntimeError(
-                f"attention scores have {scores.shape[-1]} keys but the signal has "
-                f"{state.log_d.shape[-1]}"
-            )
-        return add_log_durations(scores, state.log_d)
 
     return hook
 

@@ -26,8 +26,7 @@ from torch import Tensor, nn
 from transformer_lens.components.abstract_attention import AbstractAttention
 from transformer_lens.hook_points import HookPoint
 
-from tl_continuous.backends.base import Undo, add_permanent_hook
-from tl_continuous.continuous.attention import add_log_durations
+from tl_continuous.backends.base import Undo, add_permanent_hook, scores_hook
 from tl_continuous.continuous.positions import integer_positions, interpolate_table
 
 __all__ = ["BACKEND", "HookedBackend", "rotary_frequencies", "rotate_further"]
@@ -164,7 +163,7 @@ class HookedBackend:
             for layer, block in enumerate(model.blocks):
                 attn = block.attn
                 if attention and layer in layers:
-                    undo.append(add_permanent_hook(attn.hook_attn_scores, _scores_hook(signal)))
+                    undo.append(add_permanent_hook(attn.hook_attn_scores, scores_hook(signal)))
                 if scheme == "rotary":
                     omega = groups[layer_group[layer]]
                     key = layer_group[layer]
@@ -212,19 +211,6 @@ def _state_hooks(model: Any, signal: Any) -> list[Undo]:
     for block in model.blocks:
         handles.append(block.attn.register_forward_pre_hook(before_attention, with_kwargs=True))
     return [h.remove for h in handles]
-
-
-def _scores_hook(signal: Any) -> Any:
-    def hook(scores: Tensor, hook: HookPoint) -> Tensor:
-        state = signal.current()
-        if scores.shape[-1] != state.log_d.shape[-1]:
-            raise RuntimeError(
-                f"attention scores have {scores.shape[-1]} keys but the signal has "
-                f"{state.log_d.shape[-1]}"
-            )
-        return add_log_durations(scores, state.log_d)
-
-    return hook
 
 
 def _rotation(

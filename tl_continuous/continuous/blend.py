@@ -85,8 +85,9 @@ def blend_embeddings(
     """Logits of the model on blends of two prompts' token embeddings, one batched forward.
 
     Args:
-        model: a ``HookedTransformer`` or ``TransformerBridge`` (positional embeddings are added after the blend,
-            as usual; a continuous signal installed on the model applies).
+        model: a ``HookedTransformer`` or ``TransformerBridge`` (positional embeddings are
+            added after the blend, as usual; a continuous signal installed on the model
+            applies).
         prompt_a, prompt_b: strings (tokenised with the model's defaults) or token ids;
             they must tokenise to the same length.
         lambdas: blend weights; 0 gives ``prompt_a``, 1 gives ``prompt_b``.

@@ -26,6 +26,7 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
+from tl_continuous._progress import progress as _progress
 from tl_continuous.backends.base import Model
 
 __all__ = [
@@ -49,13 +50,8 @@ def chunks(n: int, batch_size: int, *, progress: bool = False, desc: str = "") -
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1 (got {batch_size})")
     starts = range(0, n, batch_size)
-    if progress and len(starts) > 1:
-        from tqdm.auto import tqdm
-
-        for i in tqdm(starts, desc=desc or "sweep", unit="batch"):
-            yield slice(i, min(i + batch_size, n))
-        return
-    for i in starts:
+    shown = progress and len(starts) > 1
+    for i in _progress(starts, enabled=shown, total=len(starts), desc=desc or "sweep"):
         yield slice(i, min(i + batch_size, n))
 
 
@@ -65,11 +61,7 @@ def progress_iter(items: Sequence[T], progress: bool, desc: str) -> Iterable[T]:
     >>> list(progress_iter([1, 2], False, "x"))
     [1, 2]
     """
-    if not progress:
-        return items
-    from tqdm.auto import tqdm
-
-    return tqdm(items, desc=desc, unit="item")
+    return _progress(items, enabled=progress, total=len(items), desc=desc)
 
 
 @contextmanager

@@ -33,9 +33,9 @@ import numpy as np
 import torch
 from jaxtyping import Float
 from torch import Tensor
-from tqdm.auto import tqdm
 
 from tl_continuous._io import load_json, reading, save_json
+from tl_continuous._progress import progress as progress_iter
 from tl_continuous.backends.base import Model
 from tl_continuous.lines_of_thought.compare import classifier_accuracy
 from tl_continuous.lines_of_thought.dynamics import ResidualStatistics, VarianceLawFit
@@ -142,7 +142,7 @@ def layer_separability(
             f"a and b must share layers and d_model (got {tuple(a.shape)}, {tuple(b.shape)})"
         )
     out = []
-    for t in tqdm(range(a.shape[1]), disable=not progress, desc="separability"):
+    for t in progress_iter(range(a.shape[1]), enabled=progress, desc="separability"):
         proj = None if basis is None else basis[t]
         out.append(classifier_accuracy(a[:, t], b[:, t], basis=proj, seed=seed))
     return torch.tensor(out, dtype=torch.float64)

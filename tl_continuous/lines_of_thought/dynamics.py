@@ -40,9 +40,9 @@ import torch
 from jaxtyping import Float, Int
 from scipy import stats as sps
 from torch import Tensor
-from tqdm.auto import tqdm
 
 from tl_continuous._io import load_json, load_tensors, reading, save_json, save_tensors
+from tl_continuous._progress import progress as progress_iter
 from tl_continuous.lines_of_thought.hooks import BLOCK_HOOK_NAME, FINAL_NORM_HOOK
 
 __all__ = [
@@ -358,7 +358,7 @@ class ResidualStatistics:
         coords = torch.einsum("nld,ldr->nlr", x, Uf)
         rows: dict[str, list[Any]] = {k: [] for k in (*cls._PER_PAIR, "coord_variance")}
         with torch.no_grad():
-            for t, tau in tqdm(pairs, disable=not progress, desc="residual statistics"):
+            for t, tau in progress_iter(pairs, enabled=progress, desc="residual statistics"):
                 pred = (coords[:, t] * extrapolation_gains(Sf[t], Sf[t + tau])) @ Uf[t + tau].T
                 summary = _summaries(x[:, t + tau] - pred, level)
                 for k, v in summary.items():

@@ -51,9 +51,9 @@ import torch
 from jaxtyping import Float
 from scipy.interpolate import CubicSpline
 from torch import Tensor
-from tqdm.auto import tqdm
 
 from tl_continuous._io import load_tensors, reading, save_tensors
+from tl_continuous._progress import progress as progress_iter
 from tl_continuous.lines_of_thought.dynamics import VarianceLawFit, default_times
 
 __all__ = ["FORMAT", "VERSION", "LangevinModel", "OrthogonalPath", "orthogonal_path"]
@@ -345,7 +345,7 @@ class LangevinModel:
         gen = torch.Generator().manual_seed(seed)
         x = x0.detach().to(_F64).cpu().clone()
         out = [x.clone()]
-        for i, ts in tqdm(grid, disable=not progress, desc="Euler-Maruyama"):
+        for i, ts in progress_iter(grid, enabled=progress, desc="Euler-Maruyama"):
             for t, t_next in itertools.pairwise(ts):
                 h = float(t_next - t)
                 a = self.drift_matrix(float(t), i)

@@ -31,6 +31,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     """The program's options (``--help`` lists them)."""
     p.add_argument("--model", default=DEFAULT_MODEL, help="default: %(default)s")
     p.add_argument(
+        "--backend",
+        choices=("hooked", "bridge"),
+        default=None,
+        help="HookedTransformer or TransformerBridge (default: bridge on TransformerLens 4)",
+    )
+    p.add_argument(
         "--text", default=None, metavar="PATH", help="a text file (default: pydoc_data.topics)"
     )
     p.add_argument("--n", type=int, default=2000, help="pseudo-sentences (default: %(default)s)")
@@ -75,7 +81,7 @@ def run(args: argparse.Namespace) -> int:
     from tl_continuous.lines_of_thought.corpus import pseudo_sentences
     from tl_continuous.models import load_model
 
-    model = load_model(args.model)
+    model = load_model(args.model, backend=args.backend)
     corpus = pseudo_sentences(
         model, path=args.text, n_tokens=args.n_tokens, limit=args.n, seed=args.seed
     )

@@ -22,6 +22,7 @@ from typing import Any
 
 import torch
 
+from tl_continuous._progress import progress_bar
 from tl_continuous.backends.base import Model
 from tl_continuous.reports.settings import fit_range, k_grid
 
@@ -98,9 +99,7 @@ def render_report(sections: list[tuple[str, str, str]], title: str) -> str:
 
 
 def _step(progress: bool, total: int) -> Any:
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, desc="report", disable=not progress)
+    return progress_bar(total=total, desc="report", enabled=progress)
 
 
 def build_report(
@@ -117,7 +116,8 @@ def build_report(
     """Run the report's computations on ``model`` and write ``out/report.html`` + ``.json``.
 
     Args:
-        model: a ``HookedTransformer`` or ``TransformerBridge`` with a tokenizer (the bundled SmolLM2 for the main job).
+        model: a ``HookedTransformer`` or ``TransformerBridge`` with a tokenizer (the bundled
+            SmolLM2 for the main job).
         out: output folder.
         quick: use :meth:`ReportSettings.preset` ``(quick=True)`` unless ``settings`` is given.
         settings: explicit sizes.

@@ -43,6 +43,12 @@ ANALYSIS = "analysis_dynamics.md"
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """The program's options (``--help`` lists them)."""
     p.add_argument("--model", default=DEFAULT_MODEL)
+    p.add_argument(
+        "--backend",
+        choices=("hooked", "bridge"),
+        default=None,
+        help="HookedTransformer or TransformerBridge (default: bridge on TransformerLens 4)",
+    )
     p.add_argument("--corpus", default=None, help="a text file (default: pydoc_data.topics)")
     p.add_argument("--n", type=int, default=2000, help="pseudo-sentences (main ensemble)")
     p.add_argument("--n-control", type=int, default=256, help="trajectories per control")
@@ -288,7 +294,7 @@ def run(args: argparse.Namespace, command: str) -> int:
     from tl_continuous.models import load_model
     from tl_continuous.reports.dynamics_results import build_results
 
-    model = load_model(args.model)
+    model = load_model(args.model, backend=args.backend)
     corpus = pseudo_sentences(
         model, path=args.corpus, n_tokens=args.n_tokens, limit=args.n, seed=args.seed
     )

@@ -42,6 +42,12 @@ ANALYSIS = "analysis_lines_of_thought.md"
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """The program's options (``--help`` lists them)."""
     p.add_argument("--model", default=DEFAULT_MODEL)
+    p.add_argument(
+        "--backend",
+        choices=("hooked", "bridge"),
+        default=None,
+        help="HookedTransformer or TransformerBridge (default: bridge on TransformerLens 4)",
+    )
     p.add_argument("--corpus", default=None, help="a text file (default: pydoc_data.topics)")
     p.add_argument("--n", type=int, default=2000, help="pseudo-sentences")
     p.add_argument("--n-tokens", type=int, default=50)
@@ -255,7 +261,7 @@ def run(args: argparse.Namespace, command: str) -> int:
         torch.set_num_threads(args.threads)
     from tl_continuous.models import load_model
 
-    results = build_results(load_model(args.model), args)
+    results = build_results(load_model(args.model, backend=args.backend), args)
     if results is None:
         return 0
     write_text(out, render_markdown(results, command))

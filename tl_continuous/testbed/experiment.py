@@ -34,6 +34,7 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 from tl_continuous._io import load_json, reading, save_json
+from tl_continuous._progress import progress as progress_iter
 from tl_continuous.backends.base import Model
 from tl_continuous.testbed.model import load_testbed
 from tl_continuous.testbed.task import VOCAB, CountingExample, CountingTask
@@ -225,8 +226,6 @@ class CountingContinuityResult:
             seed: seed of prompts and durations.
             progress: show a tqdm bar.
         """
-        from tqdm.auto import tqdm
-
         model = model if model is not None else load_testbed()
         if not ns or not cs:
             raise ValueError("ns and cs must be non-empty")
@@ -246,7 +245,7 @@ class CountingContinuityResult:
         mass = torch.zeros(len(variants), len(ns), len(cs))
         counts = torch.arange(10, dtype=torch.float32)
         jobs = [(v, i) for v in range(len(variants)) for i in range(len(ns))]
-        for v, i in tqdm(jobs, disable=not progress, desc="counting testbed"):
+        for v, i in progress_iter(jobs, enabled=progress, desc="counting testbed"):
             variant = VARIANTS[variants[v]]
             per_prompt, per_mass = [], []
             for example in prompts[ns[i]]:

@@ -34,6 +34,7 @@ from typing import Any
 
 import torch
 
+from tl_continuous._progress import progress_bar
 from tl_continuous.backends.base import Model
 from tl_continuous.testbed.model import (
     build_model,
@@ -158,8 +159,6 @@ def train(config: TrainConfig | None = None, *, progress: bool = True) -> TrainR
         config: training settings (default: those of the shipped checkpoint).
         progress: show a tqdm bar.
     """
-    from tqdm.auto import tqdm
-
     config = config or TrainConfig()
     task = CountingTask()
     was_deterministic = torch.are_deterministic_algorithms_enabled()
@@ -185,7 +184,7 @@ def train(config: TrainConfig | None = None, *, progress: bool = True) -> TrainR
         seen: set[tuple[int, ...]] = set()
         losses: list[float] = []
         start = time.perf_counter()
-        bar = tqdm(range(config.steps), disable=not progress, desc="training")
+        bar = progress_bar(range(config.steps), desc="training", enabled=progress)
         for step in bar:
             examples = next(batches)
             seen.update(e.tokens for e in examples)

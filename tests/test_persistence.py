@@ -48,9 +48,10 @@ from tl_continuous.lines_of_thought.ensemble import LinesOfThought
 from tl_continuous.lines_of_thought.langevin import LangevinModel
 from tl_continuous.lines_of_thought.synthetic import linear_gaussian_ensemble
 from tl_continuous.lines_of_thought.truncation import TruncationCurve, truncation_kl_last_layer
+from tl_continuous.models import default_backend
 from tl_continuous.testbed import experiment
 from tl_continuous.testbed.experiment import CountingContinuityResult
-from tl_continuous.tiny import tiny_model
+from tl_continuous.tiny import tiny_bridge, tiny_model
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -66,6 +67,9 @@ def one_thread() -> Any:
 # ------------------------------------------------------------------------------ instances
 @cache
 def _model() -> Any:
+    # the formats do not depend on the backend; TransformerLens 4 has only TransformerBridge
+    if default_backend() == "bridge":
+        return tiny_bridge("rotary", n_layers=2)
     return tiny_model("rotary", n_layers=2)
 
 

@@ -58,10 +58,9 @@ def default_backend() -> str:
     >>> default_backend() in BACKENDS
     True
     """
-    from importlib.metadata import version
+    from tl_continuous.backends import transformer_lens_major
 
-    major = int(version("transformer-lens").split(".")[0])
-    return "bridge" if major >= 4 else "hooked"
+    return "bridge" if transformer_lens_major() >= 4 else "hooked"
 
 
 @dataclass(frozen=True)
@@ -247,7 +246,14 @@ def load_hf_folder(
         linear_layout: store the weights TransformerLens copies on every forward in the
             layout it copies them to (:func:`~tl_continuous.weight_layout.use_linear_layout`:
             same outputs bit for bit, ~2.8x faster forwards on short prompts).
+
+    Raises:
+        ImportError: TransformerLens 4 is installed (no ``HookedTransformer``); use
+            :func:`load_bridge_folder`.
     """
+    from tl_continuous.backends import require_hooked
+
+    require_hooked("load the folder as a TransformerBridge: load_bridge_folder(folder)")
     folder = Path(folder).expanduser()
     if not (folder / "config.json").is_file():
         raise FileNotFoundError(

@@ -92,6 +92,9 @@ def tiny_config(
             f"kind must be one of 'rotary', 'rotary-partial', 'learned', 'nopos' (got {kind!r})"
         )
     common |= overrides
+    from tl_continuous.backends import require_hooked
+
+    require_hooked(f"use tiny_bridge({kind!r})")
     from transformer_lens import HookedTransformerConfig
 
     return HookedTransformerConfig(**common)
@@ -108,7 +111,14 @@ def tiny_model(
     """A tiny random model (see :func:`tiny_config` for the kinds), in eval mode.
 
     ``"nopos"`` zeroes ``W_pos`` so that the model sees no position at all.
+
+    Raises:
+        ImportError: TransformerLens 4 is installed (no ``HookedTransformer``); use
+            :func:`tiny_bridge`.
     """
+    from tl_continuous.backends import require_hooked
+
+    require_hooked(f"use tiny_bridge({kind!r})")
     from transformer_lens import HookedTransformer
 
     model = HookedTransformer(

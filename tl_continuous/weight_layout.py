@@ -27,8 +27,8 @@ from __future__ import annotations
 
 import torch
 from torch import nn
-from transformer_lens import HookedTransformer
-from transformer_lens.components import AbstractAttention, GatedMLP, Unembed
+
+from tl_continuous.backends.base import Model
 
 __all__ = ["use_linear_layout"]
 
@@ -43,7 +43,7 @@ def _relayout(param: nn.Parameter, order: tuple[int, ...]) -> bool:
     return True
 
 
-def use_linear_layout(model: HookedTransformer) -> int:
+def use_linear_layout(model: Model) -> int:
     """Lay out the weights TransformerLens copies per forward so that the copy is a no-op.
 
     Shapes, values, devices and dtypes are unchanged, and so are the model's outputs (bit for
@@ -58,8 +58,16 @@ def use_linear_layout(model: HookedTransformer) -> int:
     Raises:
         TypeError: ``model`` is not a ``HookedTransformer``.
     """
-    if not isinstance(model, HookedTransformer):
+    from tl_continuous.backends import backend_name
+
+    try:
+        hooked = backend_name(model) == "hooked"
+    except TypeError:
+        hooked = False
+    if not hooked:
         raise TypeError(f"model must be a HookedTransformer (got {type(model).__name__})")
+    from transformer_lens.components import AbstractAttention, GatedMLP, Unembed
+
     changed = 0
     for module in model.modules():
         if isinstance(module, GatedMLP):

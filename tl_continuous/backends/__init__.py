@@ -22,13 +22,48 @@ from typing import Any
 
 from tl_continuous.backends.base import Backend
 
-__all__ = ["BACKEND_NAMES", "Backend", "backend_for", "backend_name"]
+__all__ = [
+    "BACKEND_NAMES",
+    "Backend",
+    "backend_for",
+    "backend_name",
+    "require_hooked",
+    "transformer_lens_major",
+]
 
 BACKEND_NAMES = ("hooked", "bridge")
 _CLASSES = {
     ("transformer_lens.HookedTransformer", "HookedTransformer"): "hooked",
-    ("transformer_lens.model_bridge.bridge", "TransformerBridge"): "bridge",
+    ("transformer_lens.model_bridge.bridge", "TransformerBridge"): "bridge",  # 3.x
+    ("transformer_lens.model_bridge.transformer_bridge", "TransformerBridge"): "bridge",  # 4.x
 }
+
+
+def transformer_lens_major() -> int:
+    """The installed TransformerLens' major version (read from its metadata, not imported).
+
+    >>> transformer_lens_major() >= 3
+    True
+    """
+    from importlib.metadata import version
+
+    return int(version("transformer-lens").split(".")[0])
+
+
+def require_hooked(alternative: str) -> None:
+    """Raise a clear ``ImportError`` where ``HookedTransformer`` does not exist (TransformerLens 4).
+
+    Called first by the functions that build a ``HookedTransformer``, so that on
+    TransformerLens 4 they fail with the way out (``alternative``) instead of TransformerLens'
+    own import error.
+    """
+    if transformer_lens_major() >= 4:
+        from importlib.metadata import version
+
+        raise ImportError(
+            "HookedTransformer needs transformer-lens<4 (installed: "
+            f"{version('transformer-lens')}, which has TransformerBridge only); {alternative}"
+        )
 
 
 def backend_name(model: Any) -> str:

@@ -323,7 +323,9 @@ def install_continuous(
     if positions:
         backend.check_positions(model)
 
-    signal = ContinuousSignal(durations)
+    # in the model's mode: TransformerLens 4's patching refuses a model with any submodule in
+    # training mode, and the signal becomes a submodule
+    signal = ContinuousSignal(durations).train(model.training)
     handle = ContinuousHandle(model=model, signal=signal)
     try:
         handle.undo.append(backend.attach_signal(model, signal))

@@ -21,9 +21,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from transformer_lens import HookedTransformer
 
 from tl_continuous._progress import progress_bar
+from tl_continuous.backends.base import Model
 from tl_continuous.reports.settings import fit_range, k_grid
 
 __all__ = ["ReportSettings", "build_report", "k_grid", "render_report"]
@@ -103,7 +103,7 @@ def _step(progress: bool, total: int) -> Any:
 
 
 def build_report(
-    model: HookedTransformer,
+    model: Model,
     out: str | os.PathLike[str],
     *,
     quick: bool = False,
@@ -116,7 +116,8 @@ def build_report(
     """Run the report's computations on ``model`` and write ``out/report.html`` + ``.json``.
 
     Args:
-        model: a ``HookedTransformer`` with a tokenizer (the bundled SmolLM2 for the main job).
+        model: a ``HookedTransformer`` or ``TransformerBridge`` with a tokenizer (the bundled
+            SmolLM2 for the main job).
         out: output folder.
         quick: use :meth:`ReportSettings.preset` ``(quick=True)`` unless ``settings`` is given.
         settings: explicit sizes.

@@ -21,8 +21,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from transformer_lens import HookedTransformer, HookedTransformerConfig
 
+from tl_continuous.backends.base import Model
 from tl_continuous.testbed.task import VOCAB
 
 __all__ = [
@@ -66,10 +66,13 @@ def testbed_config(**overrides: Any) -> dict[str, Any]:
     return fields | overrides
 
 
-def build_model(
-    fields: dict[str, Any] | None = None, *, seed: int | None = None
-) -> HookedTransformer:
-    """A freshly initialised testbed model (random weights from ``seed``)."""
+def build_model(fields: dict[str, Any] | None = None, *, seed: int | None = None) -> Model:
+    """A freshly initialised testbed ``HookedTransformer`` (random weights from ``seed``)."""
+    from tl_continuous.backends import require_hooked
+
+    require_hooked("the counting testbed is a HookedTransformer")
+    from transformer_lens import HookedTransformer, HookedTransformerConfig
+
     cfg = HookedTransformerConfig(**(fields or testbed_config()), seed=seed)
     return HookedTransformer(cfg)
 
@@ -99,7 +102,7 @@ def load_testbed(
     *,
     device: str | torch.device | None = None,
     dtype: torch.dtype = torch.float32,
-) -> HookedTransformer:
+) -> Model:
     """Load the trained counting model (no tokenizer: use :data:`~.task.VOCAB`), in eval mode.
 
     Args:
@@ -109,8 +112,14 @@ def load_testbed(
 
     Raises:
         FileNotFoundError: the folder lacks ``config.json`` or ``model.safetensors``.
+        ImportError: TransformerLens 4 is installed (the checkpoint is a ``HookedTransformer``).
     """
     from safetensors.torch import load_file
+
+    from tl_continuous.backends import require_hooked
+
+    require_hooked("the counting testbed is a HookedTransformer checkpoint")
+    from transformer_lens import HookedTransformer, HookedTransformerConfig
 
     folder = Path(folder or CHECKPOINT_DIR)
     config_path, weights_path = folder / "config.json", folder / "model.safetensors"

@@ -33,9 +33,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from transformer_lens import HookedTransformer
 
 from tl_continuous._progress import progress_bar
+from tl_continuous.backends.base import Model
 from tl_continuous.testbed.model import (
     build_model,
     state_dict_sha256,
@@ -83,7 +83,7 @@ class TrainConfig:
 class TrainResult:
     """The trained model and its training record (what ``training.json`` holds)."""
 
-    model: HookedTransformer
+    model: Model
     record: dict[str, Any]
 
 
@@ -110,14 +110,14 @@ def _length(example: CountingExample) -> int:
     return len(example.tokens)
 
 
-def _answer_logits(model: HookedTransformer, tokens: torch.Tensor, last: torch.Tensor):
+def _answer_logits(model: Model, tokens: torch.Tensor, last: torch.Tensor):
     logits = model(tokens)
     return logits[torch.arange(tokens.shape[0]), last]
 
 
 @torch.no_grad()
 def evaluate(
-    model: HookedTransformer, examples: Sequence[CountingExample], batch_size: int = 500
+    model: Model, examples: Sequence[CountingExample], batch_size: int = 500
 ) -> dict[str, Any]:
     """Accuracy of the argmax answer: overall, per count, contiguous vs scattered.
 

@@ -64,6 +64,8 @@ pytest: $(STAMP) chromium
 
 pytest-tl4: $(STAMP4)
 	$(PY4) -m pytest -m "not slow and not model" $(TL4_TESTS)
+	# the mechanics tests of continuous(), their bridge cases (the hooked ones need TL 3)
+	$(PY4) -m pytest -m "not slow and not model" tests/test_continuous.py -k bridge
 
 test: lint typecheck pytest pytest-tl4
 

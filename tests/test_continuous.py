@@ -9,15 +9,17 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 import torch
-from transformer_lens import HookedTransformer
-from transformer_lens.cache.key_value_cache import TransformerLensKeyValueCache
 
 from tl_continuous import Durations, continuous, install_continuous, remove_continuous
+from tl_continuous.backends import backend_name
 from tl_continuous.tiny import tiny_model
+
+if TYPE_CHECKING:  # the class is gone in TransformerLens 4, where only the bridge cases run
+    from transformer_lens import HookedTransformer
 
 TOKENS = torch.tensor([[3, 17, 5, 9, 22, 5, 41, 8]])
 MakeTiny = Callable[..., Any]
@@ -169,7 +171,7 @@ def test_shifting_positions_matters_for_learned(any_learned: Any) -> None:
 def _rope(model: Any) -> tuple[int, float, bool]:
     """``(rotary_dim, base, adjacent_pairs)``: TransformerLens' config, or for a bridge the
     wrapped Hugging Face config (Llama / GPT-NeoX rotate the two halves of the rotary dims)."""
-    if isinstance(model, HookedTransformer):
+    if backend_name(model) == "hooked":
         cfg = model.cfg
         return int(cfg.rotary_dim), float(cfg.rotary_base), bool(cfg.rotary_adjacent_pairs)  # type: ignore[arg-type]
     hf = model.original_model.config
@@ -247,7 +249,7 @@ def test_fractional_rotary_matches_rotation_formula(
 
 def _w_pos(model: Any) -> torch.Tensor:
     """The learned position table: ``W_pos``, or the wrapped GPT-2's ``wpe``."""
-    if isinstance(model, HookedTransformer):
+    if backend_name(model) == "hooked":
         return model.W_pos.detach()
     return model.original_model.transformer.wpe.weight.detach()
 
@@ -546,6 +548,8 @@ def _cached_steps(model: Any, backend: str, tokens: torch.Tensor, n_prompt: int)
     TransformerLens' cache on ``HookedTransformer``, Hugging Face's on a bridge."""
     steps = []
     if backend == "hooked":
+        from transformer_lens.cache.key_value_cache import TransformerLensKeyValueCache
+
         cache = TransformerLensKeyValueCache.init_cache(model.cfg, model.cfg.device, 1)
         for lo, hi in [(0, n_prompt)] + [(i, i + 1) for i in range(n_prompt, tokens.shape[1])]:
             mask = torch.ones(1, hi - lo, dtype=torch.long)

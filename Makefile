@@ -14,9 +14,9 @@ STAMP4 := $(VENV4)/.installed
 
 # What runs under TransformerLens 4.3 (TransformerBridge only): the bridge path on tiny models
 # (test_tl4_smoke, test_bridge_positions), the file formats on a bridge (test_persistence), and
-# files that need no model at all. Not the model-heavy suite (-m "not slow and not model").
-# tests/test_continuous.py (its [bridge] cases: -k "bridge or not test_continuous.py") can join
-# once it imports HookedTransformer and TransformerLensKeyValueCache lazily.
+# files that need no model at all, and (pytest-tl4's second line) the [bridge] cases of the
+# mechanics tests in tests/test_continuous.py. Not the model-heavy suite (-m "not slow and not
+# model").
 TL4_TESTS := tests/test_tl4_smoke.py tests/test_bridge_positions.py tests/test_persistence.py \
 	tests/test_import_graph.py tests/experiments/test_metrics.py tests/experiments/test_prompts.py \
 	tests/experiments/test_readouts.py tests/experiments/test_results.py \

@@ -21,7 +21,7 @@ PACKAGE = "tl_continuous"
 # analysis packages: computations and result types, no programs
 ANALYSIS = ("continuous", "experiments", "lines_of_thought", "testbed", "views")
 # the ground layer and what it must not import
-GROUND = ("continuous", "_io", "_progress")
+GROUND = ("continuous", "backends", "_io", "_progress")
 ABOVE_GROUND = (
     "models",
     "experiments",
@@ -163,3 +163,26 @@ def test_cli_help_does_not_import_torch() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_private_internals_of_dependencies_only_in_backends() -> None:
+    """Private TransformerLens / transformers modules (a path part starting with ``_``) and
+    the bridge's private attributes are touched in ``tl_continuous.backends`` only."""
+    private_attrs = ("_hook_registry", "_attn_implementation")
+    bad = []
+    for name, imports in IMPORTS.items():
+        if _under(name, ("backends",)):
+            continue
+        bad += [
+            f"{name}:{line} imports {target}"
+            for target, line in imports
+            if target.split(".")[0] in ("transformer_lens", "transformers")
+            and any(part.startswith("_") for part in target.split(".")[1:])
+        ]
+        tree = ast.parse(MODULES[name].read_text(encoding="utf-8"))
+        bad += [
+            f"{name}:{node.lineno} uses .{node.attr}"
+            for node in ast.walk(tree)
+            if isinstance(node, ast.Attribute) and node.attr in private_attrs
+        ]
+    assert not bad, "private internals outside tl_continuous/backends:\n" + "\n".join(bad)

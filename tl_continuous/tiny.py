@@ -130,6 +130,10 @@ def tiny_model(
     return model.eval()
 
 
+# eager attention, so that the Hugging Face reference route's float 4-D mask applies as given
+_EAGER: dict[str, Any] = {"attn_implementation": "eager"}
+
+
 def _hf_tiny(kind: str, n_layers: int, **overrides: Any) -> tuple[Any, str]:
     """A tiny random Hugging Face causal LM of the kind, with eager attention."""
     import transformers
@@ -147,7 +151,7 @@ def _hf_tiny(kind: str, n_layers: int, **overrides: Any) -> tuple[Any, str]:
             "rope_theta": 10000.0,
         }
         arch = "LlamaForCausalLM"
-        config: Any = transformers.LlamaConfig(**(shape | overrides))
+        config: Any = transformers.LlamaConfig(**(shape | _EAGER | overrides))
     elif kind == "rotary-partial":
         shape = {
             "vocab_size": 50,
@@ -160,7 +164,7 @@ def _hf_tiny(kind: str, n_layers: int, **overrides: Any) -> tuple[Any, str]:
             "rotary_emb_base": 500,
         }
         arch = "GPTNeoXForCausalLM"
-        config = transformers.GPTNeoXConfig(**(shape | overrides))
+        config = transformers.GPTNeoXConfig(**(shape | _EAGER | overrides))
     elif kind in ("learned", "nopos"):
         shape = {
             "vocab_size": 50,
@@ -170,12 +174,11 @@ def _hf_tiny(kind: str, n_layers: int, **overrides: Any) -> tuple[Any, str]:
             "n_positions": 64,
         }
         arch = "GPT2LMHeadModel"
-        config = transformers.GPT2Config(**(shape | overrides))
+        config = transformers.GPT2Config(**(shape | _EAGER | overrides))
     else:
         raise ValueError(
             f"kind must be one of 'rotary', 'rotary-partial', 'learned', 'nopos' (got {kind!r})"
         )
-    config._attn_implementation = "eager"
     model = getattr(transformers, arch)(config)
     return model, arch
 
@@ -200,7 +203,7 @@ def tiny_bridge(
     >>> bridge(torch.tensor([[1, 2, 3]])).shape
     torch.Size([1, 3, 50])
     """
-    from transformer_lens.model_bridge.sources._bridge_builder import build_bridge_from_module
+    from tl_continuous.backends.bridge import wrap_hf_model
 
     torch.manual_seed(seed)
     hf, arch = _hf_tiny(kind, n_layers, **overrides)
@@ -208,6 +211,6 @@ def tiny_bridge(
     if kind == "nopos":
         with torch.no_grad():
             hf.transformer.wpe.weight.zero_()
-    bridge = build_bridge_from_module(hf, arch, hf_config=hf.config)
-    bridge.cfg.dtype = dtype
+    hf.config.architectures = [arch]
+    bridge = wrap_hf_model(hf, dtype=dtype)
     return bridge.eval()

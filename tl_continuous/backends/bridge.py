@@ -36,10 +36,25 @@ from torch import Tensor, nn
 from tl_continuous.backends.base import Undo, add_permanent_hook, scores_hook
 from tl_continuous.continuous.positions import interpolate_table
 
-__all__ = ["BACKEND", "BridgeBackend", "base_model", "rotary_modules"]
+__all__ = ["BACKEND", "BridgeBackend", "base_model", "rotary_modules", "wrap_hf_model"]
 
 SIGNAL_NAME = "continuous"
 _SCHEMES = {"rotary": "rotary", "standard": "learned"}
+
+
+def wrap_hf_model(hf_model: nn.Module, *, dtype: torch.dtype | None = None) -> Any:
+    """A ``TransformerBridge`` around a Hugging Face causal LM built in code (no folder).
+
+    ``hf_model.config.architectures`` (or the class name) names the architecture adapter.
+    """
+    from transformer_lens.model_bridge.sources._bridge_builder import build_bridge_from_module
+
+    config = hf_model.config
+    arch = (getattr(config, "architectures", None) or [type(hf_model).__name__])[0]
+    bridge = build_bridge_from_module(hf_model, arch, hf_config=config)
+    if dtype is not None:
+        bridge.cfg.dtype = dtype
+    return bridge
 
 
 def base_model(model: Any) -> nn.Module:

@@ -128,6 +128,9 @@ def _rotary(fields: dict[str, Any]) -> tuple[int, float]:
     return rotary_dim, float(fields.get("rotary_base", 10000))
 
 
+_EAGER: dict[str, Any] = {"attn_implementation": "eager"}
+
+
 def hf_config_of(fields: dict[str, Any]) -> GPTNeoXConfig:
     """The ``GPTNeoXConfig`` equivalent to the testbed's ``HookedTransformerConfig`` fields.
 
@@ -161,8 +164,9 @@ def hf_config_of(fields: dict[str, Any]) -> GPTNeoXConfig:
         bos_token_id=VOCAB.id("<bos>"),
         eos_token_id=None,
         pad_token_id=VOCAB.id("<pad>"),
+        # eager attention: the Hugging Face reference route adds a float 4-D mask
+        **_EAGER,
     )
-    config._attn_implementation = "eager"  # so hook_attn_scores / hook_pattern fire
     return config
 
 
@@ -250,13 +254,12 @@ def load_testbed_bridge(
     shipped ``HookedTransformer`` within float rounding. No tokenizer: feed token ids
     (:data:`~tl_continuous.testbed.task.VOCAB`).
     """
-    from transformer_lens.model_bridge.sources._bridge_builder import build_bridge_from_module
-
+    from tl_continuous.backends.bridge import wrap_hf_model
     from tl_continuous.testbed.model import MODEL_NAME
 
     hf_model = load_testbed_hf(folder, device=device, dtype=dtype)
-    bridge = build_bridge_from_module(hf_model, ARCHITECTURE, hf_config=hf_model.config)
-    bridge.cfg.dtype = dtype
+    hf_model.config.architectures = [ARCHITECTURE]
+    bridge = wrap_hf_model(hf_model, dtype=dtype)
     bridge.cfg.default_prepend_bos = False  # prompts carry their own <bos>
     bridge.cfg.model_name = MODEL_NAME
     return bridge.eval()

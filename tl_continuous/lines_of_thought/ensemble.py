@@ -170,13 +170,14 @@ class LinesOfThought:
                     )
                 n_layers = max(found) + 1
         names = layer_hook_names(n_layers, hook, layers, include_final_norm)
-        keys = {n: _cache_key(n, names_in, model) for n in names}
-        missing = [n for n, key in keys.items() if key is None]
+        found_keys = {n: _cache_key(n, names_in, model) for n in names}
+        missing = [n for n, key in found_keys.items() if key is None]
         if missing:
             raise ValueError(
                 f"cache is missing the hooks {missing}; run run_with_cache with a names_filter "
                 f"that keeps {names}"
             )
+        keys = {n: key for n, key in found_keys.items() if key is not None}
         first = cache[keys[names[0]]]
         batch = int(first.shape[0])
         per_layer: list[Tensor] = []

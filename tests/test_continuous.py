@@ -609,16 +609,16 @@ def test_generate_with_kv_cache_is_continuous(make_tiny: MakeTiny) -> None:
 
 
 @pytest.mark.parametrize("method", ["lerp", "slerp"])
-def test_blend_endpoints_and_midpoint(tiny_learned: HookedTransformer, method: str) -> None:
+def test_blend_endpoints_and_midpoint(any_learned: Any, method: str) -> None:
     from tl_continuous import blend_embeddings
 
     a, b = TOKENS[0], TOKENS[0].clone()
     b[3] = 30
-    logits = blend_embeddings(tiny_learned, a, b, torch.tensor([0.0, 0.3, 1.0]), method=method)
-    torch.testing.assert_close(logits[0], tiny_learned(a[None])[0], atol=1e-5, rtol=0)
-    torch.testing.assert_close(logits[2], tiny_learned(b[None])[0], atol=1e-5, rtol=0)
+    logits = blend_embeddings(any_learned, a, b, torch.tensor([0.0, 0.3, 1.0]), method=method)
+    torch.testing.assert_close(logits[0], any_learned(a[None])[0], atol=1e-5, rtol=0)
+    torch.testing.assert_close(logits[2], any_learned(b[None])[0], atol=1e-5, rtol=0)
     # the midpoint: an independent forward with the blended embedding written by hand
-    ea, eb = tiny_learned.W_E[a[3]].double(), tiny_learned.W_E[b[3]].double()
+    ea, eb = any_learned.W_E[a[3]].double(), any_learned.W_E[b[3]].double()
     if method == "lerp":
         mid = 0.7 * ea + 0.3 * eb
     else:
@@ -630,19 +630,19 @@ def test_blend_endpoints_and_midpoint(tiny_learned: HookedTransformer, method: s
         x[:, 3] = mid.float()
         return x
 
-    want = tiny_learned.run_with_hooks(a[None], fwd_hooks=[("hook_embed", put)])
+    want = any_learned.run_with_hooks(a[None], fwd_hooks=[("hook_embed", put)])
     torch.testing.assert_close(logits[1], want[0], atol=1e-5, rtol=0)
     with pytest.raises(ValueError, match="same length"):
-        blend_embeddings(tiny_learned, a, b[:-1], [0.5])
+        blend_embeddings(any_learned, a, b[:-1], [0.5])
 
 
-def test_blend_composes_with_durations(tiny_rotary: HookedTransformer) -> None:
+def test_blend_composes_with_durations(any_rotary: Any) -> None:
     from tl_continuous import blend_embeddings
 
     d = Durations.from_spans(8, [(2, 4)], value=0.4)
-    with continuous(tiny_rotary, d):
-        blended = blend_embeddings(tiny_rotary, TOKENS[0], TOKENS[0].flip(0), [0.0, 1.0])
-        want = tiny_rotary(torch.stack([TOKENS[0], TOKENS[0].flip(0)]))
+    with continuous(any_rotary, d):
+        blended = blend_embeddings(any_rotary, TOKENS[0], TOKENS[0].flip(0), [0.0, 1.0])
+        want = any_rotary(torch.stack([TOKENS[0], TOKENS[0].flip(0)]))
     torch.testing.assert_close(blended, want, atol=1e-5, rtol=0)
 
 
@@ -659,6 +659,51 @@ def test_from_word_on_string_tokens() -> None:
     assert d.values[0].tolist() == [1, 1, 1, 0.5, 1, 1, 1, 1, 1, 1]
     with pytest.raises(ValueError, match="occurrences"):
         Durations.from_word(toks, None, "apple", value=0.5, occurrences=[5])
+
+
+def _word_tokenizer(tmp_path: Any) -> Any:
+    """A byte-level word tokenizer over the tiny models' 50 ids (``" apple"`` is one token),
+    saved and reloaded as TransformerLens reloads tokenizers by name."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import AutoTokenizer, PreTrainedTokenizerFast
+
+    words = ["<bos>", "<unk>", "I", "Ġsaw", "Ġapple", "Ġpear", "Ġ."]
+    words += [f"w{i}" for i in range(50 - len(words))]
+    tok = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok, bos_token="<bos>", unk_token="<unk>", pad_token="<unk>"
+    )
+    fast.save_pretrained(tmp_path / "tokenizer")
+    return AutoTokenizer.from_pretrained(tmp_path / "tokenizer")
+
+
+def test_from_word_on_a_model_follows_its_tokenisation(
+    any_rotary: Any, backend: str, tmp_path: Any
+) -> None:
+    model, tokenizer = any_rotary, _word_tokenizer(tmp_path)
+    if backend == "hooked":
+        model.set_tokenizer(tokenizer)
+    else:
+        model.tokenizer = tokenizer  # TransformerBridge re-wires it in the property setter
+    prompt = "I saw apple pear apple ."
+    tokens = model.to_tokens(prompt)
+    str_tokens = model.to_str_tokens(prompt)
+    assert len(str_tokens) == tokens.shape[1]
+    d = Durations.from_word(model, prompt, "apple", value=0.5, start=1.0)
+    first = str_tokens.index(" apple")  # after BOS where the model prepends one
+    want = [1.0] * len(str_tokens)
+    want[first : first + 3] = [0.5, 0.5, 0.5]
+    assert d.values[0].tolist() == want and d.start == 1.0
+    assert Durations.from_word(model, prompt, "apple", value=0.5, first_to_last=False).values[
+        0
+    ].tolist() == [0.5 if t == " apple" else 1.0 for t in str_tokens]
+    with continuous(model, d):  # the durations fit the model's own tokens
+        shrunk = model(tokens)
+    assert (shrunk - model(tokens)).abs().max() > 1e-4
+    with pytest.raises(ValueError, match="prompt must be given"):
+        Durations.from_word(model, None, "apple")
 
 
 def test_public_continuous_is_the_function_not_the_subpackage() -> None:

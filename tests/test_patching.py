@@ -1,4 +1,8 @@
-"""Activation patching across durations against hand-written patches."""
+"""Activation patching across durations against hand-written patches.
+
+The patching tests run on both backends (``make_tiny`` / ``any_rotary`` of ``conftest.py``):
+``transformer_lens.patching`` on a ``HookedTransformer`` and on a ``TransformerBridge``.
+"""
 
 from __future__ import annotations
 
@@ -44,10 +48,8 @@ def _hand_patch(model, name, clean, corrupt, index) -> float:
 
 
 @pytest.mark.parametrize("kind", ["rotary", "learned"])
-def test_resid_and_attn_out_match_hand_patch(kind) -> None:
-    from tl_continuous.tiny import tiny_model
-
-    model = tiny_model(kind)
+def test_resid_and_attn_out_match_hand_patch(make_tiny, kind) -> None:
+    model = make_tiny(kind)
     out = patch_all_across_durations(
         model, TOKENS, None, SHRUNK, _metric, kinds=("resid_pre", "attn_out"), progress=False
     )
@@ -61,47 +63,47 @@ def test_resid_and_attn_out_match_hand_patch(kind) -> None:
     assert not hasattr(model, "continuous")
 
 
-def test_heads_match_hand_patch_both_directions(tiny_rotary) -> None:
+def test_heads_match_hand_patch_both_directions(any_rotary) -> None:
     d2 = Durations(torch.tensor([1.0, 2.0, 2.0, 2.0, 1.0, 1.0]))
     heads = patch_across_durations(
-        tiny_rotary, TOKENS, SHRUNK, d2, _metric, kind="heads", progress=False
+        any_rotary, TOKENS, SHRUNK, d2, _metric, kind="heads", progress=False
     )
-    assert heads.shape == (tiny_rotary.cfg.n_layers, tiny_rotary.cfg.n_heads)
+    assert heads.shape == (any_rotary.cfg.n_layers, any_rotary.cfg.n_heads)
     for layer, head in [(0, 1), (1, 3)]:
         want = _hand_patch(
-            tiny_rotary, f"blocks.{layer}.attn.hook_z", SHRUNK, d2, (slice(None), slice(None), head)
+            any_rotary, f"blocks.{layer}.attn.hook_z", SHRUNK, d2, (slice(None), slice(None), head)
         )
         assert heads[layer, head].item() == pytest.approx(want, abs=1e-4)
 
 
-def test_durations_matter_and_full_patch_restores_clean(tiny_rotary) -> None:
+def test_durations_matter_and_full_patch_restores_clean(any_rotary) -> None:
     # rotary durations act inside attention only: the embeddings are the same in both runs
     out = patch_across_durations(
-        tiny_rotary, TOKENS, None, SHRUNK, _metric, kind="resid_pre", progress=False
+        any_rotary, TOKENS, None, SHRUNK, _metric, kind="resid_pre", progress=False
     )
-    with continuous(tiny_rotary, SHRUNK):
-        corrupt = float(_metric(tiny_rotary(TOKENS)))
-    clean = float(_metric(tiny_rotary(TOKENS)))
+    with continuous(any_rotary, SHRUNK):
+        corrupt = float(_metric(any_rotary(TOKENS)))
+    clean = float(_metric(any_rotary(TOKENS)))
     assert abs(clean - corrupt) > 1e-3  # the durations change the metric
     assert torch.isfinite(out).all()
     # so patching layer 0's input changes nothing, while after the last attention only the
     # position-wise MLP remains: patching resid_mid there at the last position restores clean
     assert torch.allclose(out[0], torch.full_like(out[0], corrupt), atol=1e-4)
     mid = patch_across_durations(
-        tiny_rotary, TOKENS, None, SHRUNK, _metric, kind="resid_mid", progress=False
+        any_rotary, TOKENS, None, SHRUNK, _metric, kind="resid_mid", progress=False
     )
     assert mid[-1, -1].item() == pytest.approx(clean, abs=1e-4)  # only the MLP follows
 
 
-def test_bad_input_leaves_model_clean(tiny_rotary) -> None:
+def test_bad_input_leaves_model_clean(any_rotary) -> None:
     with pytest.raises(ValueError, match="kind"):
-        patch_across_durations(tiny_rotary, TOKENS, None, SHRUNK, _metric, kind="nope")  # type: ignore[arg-type]
+        patch_across_durations(any_rotary, TOKENS, None, SHRUNK, _metric, kind="nope")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="corrupt has 3 values"):
-        patch_across_durations(tiny_rotary, TOKENS, None, Durations(torch.ones(3)), _metric)
+        patch_across_durations(any_rotary, TOKENS, None, Durations(torch.ones(3)), _metric)
     with pytest.raises(TypeError):
-        patch_across_durations(tiny_rotary, TOKENS, torch.ones(6), None, _metric)  # type: ignore[arg-type]
-    assert not hasattr(tiny_rotary, "continuous")
-    assert all(not hp.fwd_hooks for hp in tiny_rotary.hook_dict.values())
+        patch_across_durations(any_rotary, TOKENS, torch.ones(6), None, _metric)  # type: ignore[arg-type]
+    assert not hasattr(any_rotary, "continuous")
+    assert all(not hp.fwd_hooks for hp in any_rotary.hook_dict.values())
 
 
 def test_logit_diff_metric_normalises() -> None:

@@ -1,4 +1,8 @@
-"""Batched sweeps against one-prompt-at-a-time forwards (tiny random models)."""
+"""Batched sweeps against one-prompt-at-a-time forwards (tiny random models).
+
+The mechanics tests run on both backends (``make_tiny`` / ``any_rotary`` of ``conftest.py``):
+``HookedTransformer`` and ``TransformerBridge``.
+"""
 
 from __future__ import annotations
 
@@ -28,8 +32,8 @@ def one_at_a_time(model, tokens, span, cs):
 
 @pytest.mark.parametrize("kind", ["rotary", "rotary-partial", "learned"])
 @pytest.mark.parametrize("batch_size", [1, 3, 100])
-def test_batched_duration_sweep_equals_single_forwards(kind, batch_size):
-    model = tiny_model(kind)
+def test_batched_duration_sweep_equals_single_forwards(make_tiny, kind, batch_size):
+    model = make_tiny(kind)
     tokens = torch.tensor([[3, 7, 7, 7, 9, 11, 2]])
     cs = torch.linspace(0.1, 1.0, 7)
     want = one_at_a_time(model, tokens, (1, 3), cs)
@@ -38,8 +42,8 @@ def test_batched_duration_sweep_equals_single_forwards(kind, batch_size):
     assert torch.allclose(got, want, atol=1e-5)
 
 
-def test_shrink_tokens_readout_sums_token_groups():
-    model = tiny_model("rotary")
+def test_shrink_tokens_readout_sums_token_groups(any_rotary):
+    model = any_rotary
     tokens = torch.tensor([[3, 7, 7, 7, 9]])
     cs = torch.tensor([0.25, 0.5, 1.0])
     sweep = shrink_tokens(model, tokens, (1, 3), cs, vocab=VOCAB, progress=False, expected=3)
@@ -50,21 +54,21 @@ def test_shrink_tokens_readout_sums_token_groups():
     assert len(model.hook_dict["hook_embed"].fwd_hooks) == 0
 
 
-def test_float64_and_bfloat16_models():
+def test_float64_and_bfloat16_models(make_tiny):
     tokens = torch.tensor([[3, 7, 7, 9]])
     cs = torch.tensor([0.5, 1.0])
     d = Durations.from_spans(4, [(1, 2)], value=cs).values
-    m64 = tiny_model("rotary", dtype=torch.float64)
+    m64 = make_tiny("rotary", dtype=torch.float64)
     p64 = duration_sweep_probs(m64, tokens, d, progress=False)
     assert p64.dtype == torch.float64
     assert torch.allclose(p64, one_at_a_time(m64, tokens, (1, 2), cs), atol=1e-10)
-    mbf = tiny_model("rotary", dtype=torch.bfloat16)
+    mbf = make_tiny("rotary", dtype=torch.bfloat16)
     pbf = duration_sweep_probs(mbf, tokens, d, progress=False)
     assert pbf.dtype == torch.float32 and torch.allclose(pbf.sum(-1), torch.ones(2), atol=1e-4)
 
 
-def test_last_position_only_keeps_user_hooks_and_removes_its_own():
-    model = tiny_model("rotary")
+def test_last_position_only_keeps_user_hooks_and_removes_its_own(any_rotary):
+    model = any_rotary
     seen = []
     model.add_hook("blocks.0.hook_resid_post", lambda x, hook: seen.append(x.shape))
     tokens = torch.tensor([[1, 2, 3]])
@@ -72,13 +76,13 @@ def test_last_position_only_keeps_user_hooks_and_removes_its_own():
         assert model(tokens).shape == (1, 1, 50)
     assert model(tokens).shape == (1, 3, 50)
     assert len(seen) == 2
-    last = f"blocks.{model.cfg.n_layers - 1}.hook_resid_post"
-    assert len(model.hook_dict[last].fwd_hooks) == 0
+    hooked = {id(hp) for hp in model.hook_dict.values() if hp.fwd_hooks}
+    assert hooked == {id(model.hook_dict["blocks.0.hook_resid_post"])}  # only the user's
     model.reset_hooks()
 
 
-def test_blend_sweep_equals_blend_embeddings():
-    model = tiny_model("rotary")
+def test_blend_sweep_equals_blend_embeddings(any_rotary):
+    model = any_rotary
     a, b = torch.tensor([[1, 2, 3, 4]]), torch.tensor([[1, 9, 3, 4]])
     lam = torch.linspace(0, 1, 5)
     want = blend_embeddings(model, a, b, lam)[:, -1].softmax(-1)
@@ -97,9 +101,11 @@ def test_bad_shapes_raise():
 
 
 @pytest.mark.parametrize("kind", ["learned", "rotary"])
-def test_per_row_starts_equal_one_forward_per_start(kind):
+def test_per_row_starts_equal_one_forward_per_start(make_tiny, kind):
     """Translation is batched through continuous.hook_positions; it must equal Durations.start."""
-    model = tiny_model(kind)
+    model = make_tiny(kind)
+    model(torch.tensor([[1, 2]]))  # a first forward: a bridge may register hooks lazily
+    before = _hook_snapshot(model)
     tokens = torch.tensor([[3, 7, 7, 7, 9, 11, 2]])
     starts = torch.tensor([0.0, 0.5, 2.0, 3.25, 6.0])
     want = []
@@ -114,5 +120,15 @@ def test_per_row_starts_equal_one_forward_per_start(kind):
     # jaxtyping (on under the suite) sees the grid mismatch first; both name the argument
     with pytest.raises((ValueError, TypeError), match=r"start must be a float|parameter 'start'"):
         duration_sweep_probs(model, tokens, durations, start=starts[:3], progress=False)
-    assert not model.hook_dict.keys() - {n for n, _ in model.named_modules()}  # nothing left
+    assert _hook_snapshot(model) == before  # nothing left: no HookPoint, no hook
+    assert not hasattr(model, "continuous")
     assert not any(h._forward_hooks for h in model.hook_dict.values())
+
+
+def _hook_snapshot(model):
+    """The model's hook names and every PyTorch forward (pre-)hook, by module and identity."""
+    hooks = {
+        name: (tuple(m._forward_hooks), tuple(m._forward_pre_hooks))
+        for name, m in model.named_modules()
+    }
+    return sorted(model.hook_dict), hooks

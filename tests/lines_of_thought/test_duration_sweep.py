@@ -1,5 +1,9 @@
 """DurationSweepLines: against hand-made collections under continuous(), c = 1 as the plain
-ensemble, save/load, bad inputs (model left as it was), the view; behaviour on SmolLM2."""
+ensemble, save/load, bad inputs (model left as it was), the view; behaviour on SmolLM2.
+
+The collection tests run on both backends (``make_tiny`` of ``conftest.py``):
+``HookedTransformer`` and ``TransformerBridge``; argument validation and the figure, which do
+not depend on the backend, run on a ``HookedTransformer``."""
 
 from __future__ import annotations
 
@@ -51,8 +55,8 @@ def test_public_names() -> None:
     assert lines_of_thought.DurationSweepLines is DurationSweepLines
 
 
-def test_value_one_reproduces_the_plain_ensemble() -> None:
-    model = tiny_model("rotary")
+def test_value_one_reproduces_the_plain_ensemble(make_tiny) -> None:
+    model = make_tiny("rotary")
     tokens = _tokens()
     lot, bases = _plain(model, tokens)
     sweep = DurationSweepLines.collect(model, tokens, bases, [1.0], k=3, progress=False)
@@ -75,8 +79,8 @@ def test_value_one_reproduces_the_plain_ensemble() -> None:
         ("learned", [(2, 4)], [(2, 4)]),
     ],
 )
-def test_coords_equal_a_collection_by_hand_under_continuous(kind, shrink, spans) -> None:
-    model = tiny_model(kind)
+def test_coords_equal_a_collection_by_hand_under_continuous(make_tiny, kind, shrink, spans) -> None:
+    model = make_tiny(kind)
     tokens = _tokens()
     _, bases = _plain(model, tokens)
     values = [0.7, 0.2, 0.0]
@@ -97,8 +101,8 @@ def test_coords_equal_a_collection_by_hand_under_continuous(kind, shrink, spans)
     assert (sweep.distance() > 1e-3).all()
 
 
-def test_shapes_readouts_and_a_round_trip(tmp_path) -> None:
-    model = tiny_model("rotary", n_layers=3)
+def test_shapes_readouts_and_a_round_trip(make_tiny, tmp_path) -> None:
+    model = make_tiny("rotary", n_layers=3)
     tokens = _tokens(n=80)
     sweep = DurationSweepLines.collect(
         model, tokens, None, torch.tensor([1, 0.5, 0.25]), k=2, progress=False
@@ -134,8 +138,8 @@ def test_shapes_readouts_and_a_round_trip(tmp_path) -> None:
         DurationSweepLines.from_dict(sweep.to_dict() | {"plain_mean": torch.zeros(2, 64)})
 
 
-def test_final_norm_and_resid_mid_bases_are_read_from_their_layer_names() -> None:
-    model = tiny_model("rotary", n_layers=3)
+def test_final_norm_and_resid_mid_bases_are_read_from_their_layer_names(make_tiny) -> None:
+    model = make_tiny("rotary", n_layers=3)
     tokens = _tokens()
     lot = LinesOfThought.collect(
         model, tokens, hook="resid_mid", layers=[0, 2], include_final_norm=True, progress=False
@@ -150,8 +154,8 @@ def test_final_norm_and_resid_mid_bases_are_read_from_their_layer_names() -> Non
     )
 
 
-def test_float64_model() -> None:
-    model = tiny_model("rotary", dtype=torch.float64)
+def test_float64_model(make_tiny) -> None:
+    model = make_tiny("rotary", dtype=torch.float64)
     tokens = _tokens()
     _, bases = _plain(model, tokens)
     sweep = DurationSweepLines.collect(model, tokens, bases, [1.0, 0.3], progress=False)
@@ -213,8 +217,8 @@ def test_bad_inputs_name_the_argument_and_leave_the_model_alone(change, message)
     assert _hooks(model) == before
 
 
-def test_an_error_inside_continuous_leaves_no_hooks(monkeypatch) -> None:
-    model = tiny_model("rotary")
+def test_an_error_inside_continuous_leaves_no_hooks(make_tiny, monkeypatch) -> None:
+    model = make_tiny("rotary")
     tokens = _tokens()
     _, bases = _plain(model, tokens)
     before = _hooks(model)

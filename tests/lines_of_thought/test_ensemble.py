@@ -1,4 +1,8 @@
-"""LinesOfThought: collection against an independent full cache, from_cache, save/load."""
+"""LinesOfThought: collection against an independent full cache, from_cache, save/load.
+
+The collection tests run on both backends (``make_tiny`` of ``conftest.py``):
+``HookedTransformer`` and ``TransformerBridge``.
+"""
 
 from __future__ import annotations
 
@@ -23,8 +27,8 @@ def test_public_name() -> None:
 
 
 @pytest.mark.parametrize("hook", ["resid_pre", "resid_mid", "resid_post"])
-def test_collect_matches_a_full_cache(hook) -> None:
-    model = tiny_model("rotary", n_layers=3)
+def test_collect_matches_a_full_cache(make_tiny, hook) -> None:
+    model = make_tiny("rotary", n_layers=3)
     tokens = torch.randint(0, 50, (7, 9), generator=torch.Generator().manual_seed(0))
     lot = LinesOfThought.collect(model, tokens, batch_size=3, hook=hook, progress=False)
     names = [f"blocks.{i}.hook_{hook}" for i in range(3)]
@@ -37,8 +41,8 @@ def test_collect_matches_a_full_cache(hook) -> None:
     assert lot.metadata["model_config"]["d_model"] == 64
 
 
-def test_final_norm_is_an_option_named_as_such() -> None:
-    model = tiny_model("rotary")
+def test_final_norm_is_an_option_named_as_such(make_tiny) -> None:
+    model = make_tiny("rotary")
     tokens = torch.randint(0, 50, (4, 5))
     lot = LinesOfThought.collect(model, tokens, include_final_norm=True, progress=False)
     assert lot.layer_names[-1] == "ln_final.hook_normalized" and lot.n_layers == 3
@@ -46,8 +50,8 @@ def test_final_norm_is_an_option_named_as_such() -> None:
     torch.testing.assert_close(lot.trajectories, ref, rtol=0, atol=1e-6)
 
 
-def test_padding_picks_the_last_real_token_and_matches_unpadded_runs() -> None:
-    model = tiny_model("learned")
+def test_padding_picks_the_last_real_token_and_matches_unpadded_runs(make_tiny) -> None:
+    model = make_tiny("learned")
     a, b = torch.randint(1, 50, (1, 6)), torch.randint(1, 50, (1, 4))
     tokens = torch.cat([a, torch.cat([b, torch.zeros(1, 2, dtype=torch.long)], 1)])
     mask = torch.tensor([[1] * 6, [1] * 4 + [0, 0]])
@@ -57,8 +61,8 @@ def test_padding_picks_the_last_real_token_and_matches_unpadded_runs() -> None:
     torch.testing.assert_close(lot.trajectories[1], alone.trajectories[0], atol=1e-5, rtol=0)
 
 
-def test_from_cache_with_a_filtered_cache_and_missing_hooks() -> None:
-    model = tiny_model("rotary")
+def test_from_cache_with_a_filtered_cache_and_missing_hooks(make_tiny) -> None:
+    model = make_tiny("rotary")
     tokens = torch.randint(0, 50, (3, 5))
     _, cache = model.run_with_cache(tokens, names_filter=lambda n: n.endswith("resid_post"))
     pilots = torch.tensor([1, 4, 2])
@@ -75,8 +79,25 @@ def test_from_cache_with_a_filtered_cache_and_missing_hooks() -> None:
         LinesOfThought.from_cache(cache, hook="resid_mid")
 
 
-def test_collect_leaves_user_hooks_and_bfloat16_is_stored_as_float32() -> None:
-    model = tiny_model("rotary", dtype=torch.bfloat16)
+def test_from_cache_reads_a_cache_filtered_by_the_hookpoints_own_names(make_tiny) -> None:
+    """Inside a hook ``hook.name`` is the HookPoint's own name: on a TransformerBridge the
+    canonical ``blocks.{i}.hook_out`` of the alias ``blocks.{i}.hook_resid_post``. A cache
+    filtered by those names holds no alias; the cache's model maps one to the other."""
+    model = make_tiny("rotary")
+    tokens = torch.randint(0, 50, (3, 5))
+    own = {model.hook_dict[f"blocks.{i}.hook_resid_post"].name for i in (0, 1)}
+    _, cache = model.run_with_cache(tokens, names_filter=lambda n: n in own)
+    assert set(cache.keys()) == own
+    lot = LinesOfThought.from_cache(cache)
+    assert lot.layer_names == [f"blocks.{i}.hook_resid_post" for i in (0, 1)]
+    ref = LinesOfThought.collect(model, tokens, progress=False)
+    torch.testing.assert_close(lot.trajectories, ref.trajectories, rtol=0, atol=1e-6)
+    with pytest.raises(ValueError, match=r"missing the hooks \['blocks.0.hook_resid_mid'"):
+        LinesOfThought.from_cache(cache, hook="resid_mid")
+
+
+def test_collect_leaves_user_hooks_and_bfloat16_is_stored_as_float32(make_tiny) -> None:
+    model = make_tiny("rotary", dtype=torch.bfloat16)
     calls = []
     model.blocks[0].hook_resid_post.add_hook(lambda act, hook: calls.append(1))
     lot = collect_trajectories(model, torch.randint(0, 50, (4, 5)), batch_size=2, progress=False)
@@ -86,8 +107,8 @@ def test_collect_leaves_user_hooks_and_bfloat16_is_stored_as_float32() -> None:
     assert len(model.blocks[1].hook_resid_post.fwd_hooks) == 0
 
 
-def test_save_load_round_trip(tmp_path) -> None:
-    model = tiny_model("rotary")
+def test_save_load_round_trip(make_tiny, tmp_path) -> None:
+    model = make_tiny("rotary")
     lot = LinesOfThought.collect(model, torch.randint(0, 50, (5, 4)), progress=False)
     back = LinesOfThought.load(lot.save(tmp_path / "lot.safetensors"))
     assert torch.equal(back.trajectories, lot.trajectories) and torch.equal(back.tokens, lot.tokens)

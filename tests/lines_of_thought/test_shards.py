@@ -1,4 +1,9 @@
-"""Resumable, sharded collection: interruption, workers, integrity."""
+"""Resumable, sharded collection: interruption, workers, integrity.
+
+Interruption, the manifest's model facts and ``collect(shard_dir=...)`` run on both backends
+(``make_tiny`` of ``conftest.py``); worker sharing and corruption checks concern the files only
+and run on a ``HookedTransformer``.
+"""
 
 from __future__ import annotations
 
@@ -17,12 +22,21 @@ from tl_continuous.lines_of_thought.ensemble import LinesOfThought
 from tl_continuous.tiny import tiny_model
 
 
-@pytest.fixture
-def setup():
-    model = tiny_model("rotary")
+def _setup(model):
     tokens = torch.randint(0, 50, (11, 6), generator=torch.Generator().manual_seed(1))
     reference = LinesOfThought.collect(model, tokens, batch_size=3, progress=False)
     return model, tokens, reference
+
+
+@pytest.fixture
+def setup(make_tiny):
+    """The model on each backend, its tokens and the ensemble collected in memory."""
+    return _setup(make_tiny("rotary"))
+
+
+@pytest.fixture
+def setup_hooked():
+    return _setup(tiny_model("rotary"))
 
 
 def _same(a: LinesOfThought, b: LinesOfThought) -> None:
@@ -57,8 +71,8 @@ def test_interrupted_collection_resumes_to_the_same_ensemble(setup, tmp_path) ->
     _same(LinesOfThought.from_shards(tmp_path), reference)
 
 
-def test_workers_share_batches_deterministically(setup, tmp_path) -> None:
-    model, tokens, reference = setup
+def test_workers_share_batches_deterministically(setup_hooked, tmp_path) -> None:
+    model, tokens, reference = setup_hooked
     runs = [
         collect_shards(model, tokens, tmp_path, worker=w, n_workers=3, batch_size=3, progress=False)
         for w in (2, 0, 1)
@@ -67,8 +81,8 @@ def test_workers_share_batches_deterministically(setup, tmp_path) -> None:
     _same(load_shards(tmp_path), reference)
 
 
-def test_corrupt_shard_is_detected_and_recomputed(setup, tmp_path) -> None:
-    model, tokens, reference = setup
+def test_corrupt_shard_is_detected_and_recomputed(setup_hooked, tmp_path) -> None:
+    model, tokens, reference = setup_hooked
     collect_shards(model, tokens, tmp_path, batch_size=3, progress=False)
     path = tmp_path / "batch-00001.safetensors"
     raw = bytearray(path.read_bytes())

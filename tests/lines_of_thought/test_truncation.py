@@ -1,10 +1,19 @@
-"""KL under truncation on tiny models: K = D gives 0, fast path equals naive, knee, baseline."""
+"""KL under truncation on tiny models: K = D gives 0, fast path equals naive, knee, baseline.
+
+The readings run on both backends (``make_tiny`` of ``conftest.py``): the every-layer fast
+path continues TransformerLens' frozen KV cache on a ``HookedTransformer`` and Hugging Face's
+cache on a ``TransformerBridge`` (``backend.kv_prefix`` / ``kv_continue``). The independent
+block loop calls ``HookedTransformer`` blocks directly and stays on that backend.
+"""
 
 from __future__ import annotations
+
+from typing import Any
 
 import pytest
 import torch
 
+from tl_continuous.backends import backend_for
 from tl_continuous.lines_of_thought.bases import TrajectoryBases
 from tl_continuous.lines_of_thought.ensemble import LinesOfThought
 from tl_continuous.lines_of_thought.truncation import (
@@ -16,18 +25,30 @@ from tl_continuous.lines_of_thought.truncation import (
 from tl_continuous.tiny import tiny_model
 
 
-def _setup(kind: str, dtype: torch.dtype = torch.float32, n: int = 80, pos: int = 10):
-    model = tiny_model(kind, n_layers=3, dtype=dtype)
+def _setup(
+    kind: str, dtype: torch.dtype = torch.float32, n: int = 80, pos: int = 10, build=tiny_model
+):
+    model = build(kind, n_layers=3, dtype=dtype)
     tokens = torch.randint(0, 50, (n, pos), generator=torch.Generator().manual_seed(0))
     lot = LinesOfThought.collect(model, tokens, batch_size=16, progress=False)
     return model, lot, TrajectoryBases.from_ensemble(lot)
 
 
 @pytest.mark.parametrize("kind", ["rotary", "rotary-partial", "learned"])
-def test_every_layer_fast_path_equals_naive_recompute(kind) -> None:
-    model, lot, bases = _setup(kind)
+def test_every_layer_fast_path_equals_naive_recompute(make_tiny, kind, monkeypatch) -> None:
+    model, lot, bases = _setup(kind, build=make_tiny)
     ks = [1, 4, 16, 40, 64]
+    backend, calls = backend_for(model), []
+    continue_kv = backend.kv_continue
+
+    def spy(*args: Any, **kwargs: Any) -> torch.Tensor:
+        calls.append(args[-1])
+        return continue_kv(*args, **kwargs)
+
+    monkeypatch.setattr(backend, "kv_continue", spy)
     fast = truncation_kl_every_layer(model, lot, bases, ks, batch_size=16, progress=False)
+    assert calls and max(calls) > 1  # the fast path ran on the backend's KV cache, K-tiled
+    monkeypatch.undo()
     naive = truncation_kl_every_layer(
         model, lot, bases, ks, batch_size=16, method="naive", progress=False
     )
@@ -60,8 +81,8 @@ def test_every_layer_naive_against_an_independent_loop() -> None:
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-def test_truncation_at_full_rank_gives_zero_kl(dtype) -> None:
-    model, lot, bases = _setup("rotary", dtype=dtype)
+def test_truncation_at_full_rank_gives_zero_kl(make_tiny, dtype) -> None:
+    model, lot, bases = _setup("rotary", dtype=dtype, build=make_tiny)
     assert bases.rank == 64
     last = truncation_kl_last_layer(model, lot, bases, [2, 64], progress=False)
     every = truncation_kl_every_layer(model, lot, bases, [2, 64], progress=False)
@@ -70,14 +91,14 @@ def test_truncation_at_full_rank_gives_zero_kl(dtype) -> None:
         assert float(curve.kl_mean[0]) > 1e-3
 
 
-def test_bfloat16_model_runs_and_kl_shrinks() -> None:
-    model, lot, bases = _setup("rotary", dtype=torch.bfloat16)
+def test_bfloat16_model_runs_and_kl_shrinks(make_tiny) -> None:
+    model, lot, bases = _setup("rotary", dtype=torch.bfloat16, build=make_tiny)
     curve = truncation_kl_every_layer(model, lot, bases, [2, 32, 64], progress=False)
     assert curve.kl_mean[0] > curve.kl_mean[1] > curve.kl_mean[2] - 1e-3
 
 
-def test_last_layer_matches_a_direct_computation() -> None:
-    model, lot, bases = _setup("learned")
+def test_last_layer_matches_a_direct_computation(make_tiny) -> None:
+    model, lot, bases = _setup("learned", build=make_tiny)
     k = 10
     curve = truncation_kl_last_layer(model, lot, bases, [k], progress=False)
     logits = model(lot.tokens)[:, -1]

@@ -1,4 +1,8 @@
-"""circuitsvis views under durations, on tiny models."""
+"""circuitsvis views under durations, on tiny models.
+
+The views of a model run on both backends (``any_rotary`` / ``any_learned`` of
+``conftest.py``): ``HookedTransformer`` and ``TransformerBridge``.
+"""
 
 from __future__ import annotations
 
@@ -42,19 +46,20 @@ def test_labels_carry_durations() -> None:
         duration_labels(TOKENS, d, row=1)
 
 
-def test_attention_view_is_the_continuous_pattern(tiny_rotary, tmp_path) -> None:
+def test_attention_view_is_the_continuous_pattern(any_rotary, tmp_path) -> None:
+    model = any_rotary
     d = Durations(torch.tensor([1.0, 0.5, 0.5, 1.0, 1.0]))
     ids = torch.tensor([[3, 7, 7, 9, 11]])
-    view = duration_attention_view(tiny_rotary, ids, d, layer=1, heads=[0, 2], str_tokens=TOKENS)
+    view = duration_attention_view(model, ids, d, layer=1, heads=[0, 2], str_tokens=TOKENS)
     props = _props(view.local_src)
     assert props["tokens"] == duration_labels(TOKENS, d)
-    with continuous(tiny_rotary, d):
-        _, cache = tiny_rotary.run_with_cache(ids)
+    with continuous(model, d):
+        _, cache = model.run_with_cache(ids)
     expected = cache["blocks.1.attn.hook_pattern"][0, [0, 2]]
     torch.testing.assert_close(torch.tensor(props["attention"]), expected, atol=1e-6, rtol=0)
-    _, plain = tiny_rotary.run_with_cache(ids)
+    _, plain = model.run_with_cache(ids)
     assert not torch.allclose(expected, plain["blocks.1.attn.hook_pattern"][0, [0, 2]])
-    assert not hasattr(tiny_rotary, "continuous")  # the signal was removed
+    assert not hasattr(model, "continuous")  # the signal was removed
 
     path = save_html(view, tmp_path / "a" / "attn.html")
     html = path.read_text(encoding="utf-8")
@@ -63,22 +68,19 @@ def test_attention_view_is_the_continuous_pattern(tiny_rotary, tmp_path) -> None
     assert "unpkg.com" not in html and "cdn" not in html.lower().split("<script")[0]
 
 
-def test_attention_view_rejects_bad_input(tiny_learned) -> None:
+def test_attention_view_rejects_bad_input(any_learned) -> None:
+    model = any_learned
     d = Durations(torch.ones(3))
     ids = torch.tensor([[1, 2, 3]])
     with pytest.raises(ValueError, match="layer"):
-        duration_attention_view(tiny_learned, ids, d, layer=5, str_tokens=["a", "b", "c"])
+        duration_attention_view(model, ids, d, layer=5, str_tokens=["a", "b", "c"])
     with pytest.raises(ValueError, match="heads"):
-        duration_attention_view(
-            tiny_learned, ids, d, layer=0, heads=[99], str_tokens=["a", "b", "c"]
-        )
+        duration_attention_view(model, ids, d, layer=0, heads=[99], str_tokens=["a", "b", "c"])
     with pytest.raises(ValueError, match="str_tokens"):
-        duration_attention_view(tiny_learned, ids, d, layer=0)
+        duration_attention_view(model, ids, d, layer=0)
     with pytest.raises(ValueError, match="positions"):
-        duration_attention_view(
-            tiny_learned, torch.tensor([[1, 2]]), d, layer=0, str_tokens=list("abc")
-        )
-    assert not hasattr(tiny_learned, "continuous")
+        duration_attention_view(model, torch.tensor([[1, 2]]), d, layer=0, str_tokens=list("abc"))
+    assert not hasattr(model, "continuous")
 
 
 def test_durations_view_and_save(tmp_path) -> None:

@@ -27,6 +27,7 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 from tl_continuous._progress import progress as _progress
+from tl_continuous.backends import backend_name
 from tl_continuous.backends.base import Model
 
 __all__ = [
@@ -78,7 +79,13 @@ def last_position_only(model: Model) -> Iterator[None]:
     def keep_last(resid: Tensor, hook: Any) -> Tensor:
         return resid[:, -1:]
 
-    name = f"blocks.{model.cfg.n_layers - 1}.hook_resid_post"
+    # On a TransformerBridge the final residual stream still passes through the Hugging Face
+    # base model, which may reshape it to the input's length (GPT-2's ``view(output_shape)``
+    # after ``ln_f``), so the cut is made where the unembedding reads it.
+    if backend_name(model) == "bridge":
+        name = "unembed.hook_in"
+    else:
+        name = f"blocks.{model.cfg.n_layers - 1}.hook_resid_post"
     with model.hooks(fwd_hooks=[(name, keep_last)]):
         yield
 

@@ -157,8 +157,8 @@ class LinesOfThought:
         torch.Size([3, 2, 64])
         """
         names_in = list(cache.keys())
+        model = getattr(cache, "model", None)
         if n_layers is None:
-            model = getattr(cache, "model", None)
             if model is not None and hasattr(model, "cfg"):
                 n_layers = int(model.cfg.n_layers)
             else:
@@ -170,13 +170,15 @@ class LinesOfThought:
                     )
                 n_layers = max(found) + 1
         names = layer_hook_names(n_layers, hook, layers, include_final_norm)
-        missing = [n for n in names if n not in names_in]
+        found_keys = {n: _cache_key(n, names_in, model) for n in names}
+        missing = [n for n, key in found_keys.items() if key is None]
         if missing:
             raise ValueError(
                 f"cache is missing the hooks {missing}; run run_with_cache with a names_filter "
                 f"that keeps {names}"
             )
-        first = cache[names[0]]
+        keys = {n: key for n, key in found_keys.items() if key is not None}
+        first = cache[keys[names[0]]]
         batch = int(first.shape[0])
         per_layer: list[Tensor] = []
         if first.ndim == 3:
@@ -187,7 +189,7 @@ class LinesOfThought:
             if pilot_positions.shape != (batch,):
                 raise ValueError(f"pilot_positions must have shape ({batch},)")
         for name in names:
-            act = cache[name]
+            act = cache[keys[name]]
             if act.shape[0] != batch:
                 raise ValueError(f"cache[{name!r}] has batch {act.shape[0]}, expected {batch}")
             if act.ndim == 3:
@@ -327,3 +329,18 @@ class LinesOfThought:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> LinesOfThought:
         return cls(**data)
+
+
+def _cache_key(name: str, names_in: list[str], model: Any) -> str | None:
+    """The key under which ``cache`` holds hook ``name``, or ``None``.
+
+    A ``TransformerBridge`` cache restricted by ``names_filter`` to canonical names
+    (``blocks.0.hook_out``) holds no alias (``blocks.0.hook_resid_post``); the cache's model
+    maps the alias to its HookPoint, whose ``name`` is the canonical one. On a
+    ``HookedTransformer`` a HookPoint's name is the hook name itself.
+    """
+    if name in names_in:
+        return name
+    point = getattr(model, "hook_dict", {}).get(name)
+    canonical = getattr(point, "name", None)
+    return canonical if canonical in names_in else None

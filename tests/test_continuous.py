@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import pytest
 import torch
@@ -17,9 +17,6 @@ import torch
 from tl_continuous import Durations, continuous, install_continuous, remove_continuous
 from tl_continuous.backends import backend_name
 from tl_continuous.tiny import tiny_model
-
-if TYPE_CHECKING:  # the class is gone in TransformerLens 4, where only the bridge cases run
-    from transformer_lens import HookedTransformer
 
 TOKENS = torch.tensor([[3, 17, 5, 9, 22, 5, 41, 8]])
 MakeTiny = Callable[..., Any]

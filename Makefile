@@ -15,13 +15,15 @@ STAMP4 := $(VENV4)/.installed
 # What runs under TransformerLens 4.3 (TransformerBridge only): the bridge path on tiny models
 # (test_tl4_smoke, test_bridge_positions), the file formats on a bridge (test_persistence), and
 # files that need no model at all, and (pytest-tl4's second line) the [bridge] cases of the
-# mechanics tests in tests/test_continuous.py. Not the model-heavy suite (-m "not slow and not
-# model").
+# backend-parametrised tests. Not the model-heavy suite (-m "not slow and not model").
 TL4_TESTS := tests/test_tl4_smoke.py tests/test_bridge_positions.py tests/test_persistence.py \
 	tests/test_import_graph.py tests/experiments/test_metrics.py tests/experiments/test_prompts.py \
 	tests/experiments/test_readouts.py tests/experiments/test_results.py \
 	tests/lines_of_thought/test_bases.py tests/lines_of_thought/test_compare.py \
 	tests/lines_of_thought/test_dynamics.py tests/lines_of_thought/test_langevin.py
+TL4_BRIDGE_CASES := tests/test_continuous.py tests/test_patching.py tests/experiments/test_sweeps.py \
+	tests/lines_of_thought/test_ensemble.py tests/lines_of_thought/test_shards.py \
+	tests/lines_of_thought/test_truncation.py
 
 .PHONY: env env-tl4 demo demo-quick test lint typecheck pytest pytest-tl4 bench clean chromium
 
@@ -64,8 +66,8 @@ pytest: $(STAMP) chromium
 
 pytest-tl4: $(STAMP4)
 	$(PY4) -m pytest -m "not slow and not model" $(TL4_TESTS)
-	# the mechanics tests of continuous(), their bridge cases (the hooked ones need TL 3)
-	$(PY4) -m pytest -m "not slow and not model" tests/test_continuous.py -k bridge
+	# the bridge cases of the backend-parametrised tests (the hooked ones need TL 3)
+	$(PY4) -m pytest -m "not slow and not model" -k bridge $(TL4_BRIDGE_CASES)
 
 test: lint typecheck pytest pytest-tl4
 

@@ -10,6 +10,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from ci_requirements import requires
 
 from tl_continuous.cli import main
 
@@ -71,7 +72,7 @@ def test_report_is_self_contained(report_dir) -> None:
 
 @pytest.mark.model
 @pytest.mark.slow
-@pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (make test installs it)")
+@requires(CHROMIUM is not None, "chromium")
 def test_every_plot_renders_offline(report_dir, tmp_path) -> None:
     page = report_dir / "report.html"
     source = page.read_text(encoding="utf-8")
@@ -91,7 +92,7 @@ def test_every_plot_renders_offline(report_dir, tmp_path) -> None:
         assert inner.strip(), f"circuitsvis root {rid} is empty"
 
 
-@pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (make test installs it)")
+@requires(CHROMIUM is not None, "chromium")
 def test_views_sharing_one_bundle_render_side_by_side(tmp_path) -> None:
     import torch
 

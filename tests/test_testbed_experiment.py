@@ -32,19 +32,6 @@ NS = list(range(1, 9))
 CS = [0.2, 0.4, 0.6, 0.8, 1.0, 1.25, 1.5, 2.0]
 
 
-def _has_mechanism() -> bool:
-    try:
-        from tl_continuous import Durations, continuous  # noqa: F401
-    except (ImportError, AttributeError):
-        return False
-    return True
-
-
-needs_mechanism = pytest.mark.skipif(
-    not _has_mechanism(), reason="tl_continuous.continuous has not landed on this branch yet"
-)
-
-
 @pytest.fixture(scope="module")
 def testbed() -> HookedTransformer:
     return load_testbed()
@@ -82,7 +69,6 @@ def _with_reference(sign: float = 1.0, use_plugin_positions: bool = False):
 
 
 @pytest.mark.slow
-@needs_mechanism
 def test_expected_count_tracks_summed_durations(testbed):
     result = _run(testbed)
     baseline = result.ignoring_durations_mae()
@@ -96,7 +82,6 @@ def test_expected_count_tracks_summed_durations(testbed):
     assert vs_sum < MAE_BOUND
 
 
-@needs_mechanism
 def test_plugin_matches_the_independent_reference(testbed):
     """Logits under the plugin's continuous() equal those under the reference hooks."""
     example = experiment_prompts(5, 1, __import__("random").Random(3))[0]
@@ -113,7 +98,6 @@ def test_plugin_matches_the_independent_reference(testbed):
 
 
 @pytest.mark.slow
-@needs_mechanism
 @pytest.mark.parametrize(
     "broken",
     ["attention term with the wrong sign", "positions without the attention term"],
@@ -151,7 +135,6 @@ def test_reference_passes_and_its_broken_twin_fails(testbed, monkeypatch):
 
 
 @pytest.mark.slow
-@needs_mechanism
 def test_ablations(testbed):
     result = _run(testbed, variants=tuple(VARIANTS), ns=[2, 4, 6, 8], n_prompts=2, uneven_trials=0)
     summary = result.summary()["variants"]
@@ -243,7 +226,6 @@ def test_bad_shapes_and_names_are_rejected():
 
 
 def test_figures_build():
-    pytest.importorskip("plotly")
     from tl_continuous.views import testbed as views
 
     result = _small_result()

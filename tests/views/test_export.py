@@ -5,12 +5,12 @@ from __future__ import annotations
 import os
 import struct
 
+import plotly.graph_objects as go
 import pytest
+from ci_requirements import requires
 
 from tl_continuous.views import export
 from tl_continuous.views.export import PngExportUnavailable, png_export_available, save_png
-
-go = pytest.importorskip("plotly.graph_objects")
 
 
 def _png_size(data: bytes) -> tuple[int, int]:
@@ -19,7 +19,7 @@ def _png_size(data: bytes) -> tuple[int, int]:
     return width, height
 
 
-@pytest.mark.skipif(not png_export_available(), reason="kaleido or chromium missing")
+@requires(png_export_available(), "kaleido or chromium (PNG export)")
 def test_save_png_draws_the_figure_at_the_asked_size(tmp_path) -> None:
     fig = go.Figure(go.Scatter(y=[1, 3, 2]))
     path = save_png(fig, tmp_path / "sub" / "line.png", width=320, height=200, scale=2)

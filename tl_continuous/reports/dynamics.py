@@ -27,7 +27,8 @@ from pathlib import Path
 from typing import Any
 
 from tl_continuous.reports.settings import (
-    DEFAULT_MODEL,
+    add_output_arguments,
+    add_report_arguments,
     default_sources,
     shard_folder,
     shard_root,
@@ -42,19 +43,11 @@ ANALYSIS = "analysis_dynamics.md"
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """The program's options (``--help`` lists them)."""
-    p.add_argument("--model", default=DEFAULT_MODEL)
-    p.add_argument(
-        "--backend",
-        choices=("hooked", "bridge"),
-        default=None,
-        help="HookedTransformer or TransformerBridge (default: bridge on TransformerLens 4)",
+    add_report_arguments(
+        p,
+        n_help="pseudo-sentences (main ensemble)",
+        more=[("--n-control", {"type": int, "default": 256, "help": "trajectories per control"})],
     )
-    p.add_argument("--corpus", default=None, help="a text file (default: pydoc_data.topics)")
-    p.add_argument("--n", type=int, default=2000, help="pseudo-sentences (main ensemble)")
-    p.add_argument("--n-control", type=int, default=256, help="trajectories per control")
-    p.add_argument("--n-tokens", type=int, default=50)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--batch-size", type=int, default=32)
     p.add_argument(
         "--fit-layers",
         type=int,
@@ -84,14 +77,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--shard-dir", default=None, help="root of the shard folders (default: in the cache)"
     )
-    p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
-    p.add_argument("--out", default="docs/results_dynamics.md")
-    p.add_argument(
-        "--render-only",
-        action="store_true",
-        help="only rewrite the markdown from the JSON beside --out (no model, no computation)",
-    )
-    p.add_argument("--no-progress", action="store_true")
+    add_output_arguments(p, "docs/results_dynamics.md")
 
 
 def render_classifier_check(rows: list[dict[str, Any]], times: list[float]) -> str:

@@ -33,6 +33,8 @@ from tl_continuous.reports.settings import (
     shard_folder,
     shard_root,
     shard_stem,
+    start_report,
+    write_report,
 )
 
 __all__ = ["ANALYSIS", "add_arguments", "render_classifier_check", "render_markdown", "run"]
@@ -264,18 +266,9 @@ def render_markdown(r: dict[str, Any], command: str) -> str:
 
 def run(args: argparse.Namespace, command: str) -> int:
     """Collect, analyse and write the table (``command``: the line that reproduces it)."""
-    from tl_continuous._io import write_text
-
-    out = Path(args.out)
-    if args.render_only:
-        results = json.loads(out.with_suffix(".json").read_text())
-        write_text(out, render_markdown(results, command))
-        print(f"wrote {out} from {out.with_suffix('.json')}")
+    out = start_report(args, command, render_markdown)
+    if out is None:
         return 0
-    if args.threads:
-        import torch
-
-        torch.set_num_threads(args.threads)
     from tl_continuous.lines_of_thought.corpus import pseudo_sentences
     from tl_continuous.models import load_model
     from tl_continuous.reports.dynamics_results import build_results
@@ -308,9 +301,7 @@ def run(args: argparse.Namespace, command: str) -> int:
         progress=not args.no_progress,
         n_permutations=args.permutations,
     )
-    write_text(out, render_markdown(results, command))
-    write_text(out.with_suffix(".json"), json.dumps(results, indent=1))
-    print(f"wrote {out} and {out.with_suffix('.json')}")
+    write_report(out, results, render_markdown(results, command))
     return 0
 
 

@@ -20,7 +20,6 @@ imports torch when it runs.
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 from typing import Any
@@ -33,6 +32,8 @@ from tl_continuous.reports.settings import (
     shard_folder,
     shard_root,
     shard_stem,
+    start_report,
+    write_report,
 )
 
 __all__ = ["ANALYSIS", "add_arguments", "build_results", "render_markdown", "run"]
@@ -223,26 +224,15 @@ def _spectra_rows(bases: Any, n_layers: int) -> list[dict[str, Any]]:
 
 def run(args: argparse.Namespace, command: str) -> int:
     """Collect, analyse and write the table (``command``: the line that reproduces it)."""
-    from tl_continuous._io import write_text
-
-    out = Path(args.out)
-    if args.render_only:
-        results = json.loads(out.with_suffix(".json").read_text())
-        write_text(out, render_markdown(results, command))
-        print(f"wrote {out} from {out.with_suffix('.json')}")
+    out = start_report(args, command, render_markdown)
+    if out is None:
         return 0
-    if args.threads:
-        import torch
-
-        torch.set_num_threads(args.threads)
     from tl_continuous.models import load_model
 
     results = build_results(load_model(args.model, backend=args.backend), args)
     if results is None:
         return 0
-    write_text(out, render_markdown(results, command))
-    write_text(out.with_suffix(".json"), json.dumps(results, indent=1))
-    print(f"wrote {out} and {out.with_suffix('.json')}")
+    write_report(out, results, render_markdown(results, command))
     last, every = results["last_layer"], results["every_layer"]
     print(
         f"knee K: last layer {last['knee_k']}, every layer {every['knee_k']}; "

@@ -8,8 +8,9 @@
   :func:`shard_folder`): the lines-of-thought report, the dynamics report and
   ``tl-continuous collect`` share one collection through them;
 * the command-line options the programs share (:func:`add_backend_argument`,
-  :func:`add_report_arguments`, :func:`add_output_arguments`) and the collection of one
-  worker's batches from them (:func:`collect_worker_shards`).
+  :func:`add_report_arguments`, :func:`add_output_arguments`), the collection of one
+  worker's batches from them (:func:`collect_worker_shards`) and the opening and closing of
+  a report's run (:func:`start_report`, :func:`write_report`).
 
 >>> ks_for(20)
 [1, 2, 4, 8, 16, 20]
@@ -22,8 +23,9 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +44,8 @@ __all__ = [
     "shard_folder",
     "shard_root",
     "shard_stem",
+    "start_report",
+    "write_report",
 ]
 
 DEFAULT_MODEL = "smollm2-135m"
@@ -163,3 +167,35 @@ def collect_worker_shards(
         progress=not args.no_progress,
         **kwargs,
     )
+
+
+def start_report(
+    args: argparse.Namespace, command: str, render: Callable[[Any, str], str]
+) -> Path | None:
+    """The opening of a report's ``run``: the ``--out`` path, or ``None`` once done.
+
+    With ``--render-only`` the markdown is rewritten by ``render(results, command)`` from the
+    JSON beside ``--out`` and ``None`` returned; otherwise ``--threads`` is applied.
+    """
+    from tl_continuous._io import write_text
+
+    out = Path(args.out)
+    if args.render_only:
+        results = json.loads(out.with_suffix(".json").read_text())
+        write_text(out, render(results, command))
+        print(f"wrote {out} from {out.with_suffix('.json')}")
+        return None
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    return out
+
+
+def write_report(out: Path, results: Any, markdown: str) -> None:
+    """Write a report's markdown to ``out`` and its numbers to the JSON beside it."""
+    from tl_continuous._io import write_text
+
+    write_text(out, markdown)
+    write_text(out.with_suffix(".json"), json.dumps(results, indent=1))
+    print(f"wrote {out} and {out.with_suffix('.json')}")

@@ -34,6 +34,7 @@ __all__ = [
     "json_safe",
     "load_json",
     "load_tensors",
+    "read_safetensors",
     "reading",
     "save_json",
     "save_tensors",
@@ -160,6 +161,20 @@ def save_tensors(
     return atomic_write(path, lambda tmp: save_file(data, str(tmp), metadata=header))
 
 
+def read_safetensors(path: str | os.PathLike[str]) -> tuple[dict[str, str], dict[str, Tensor]]:
+    """The header and every tensor of a safetensors file; the library's errors pass through.
+
+    Callers name what they expected in their own error (:func:`load_tensors`, the shards of
+    :mod:`tl_continuous.lines_of_thought.collect`).
+    """
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as f:
+        header = f.metadata() or {}
+        tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
+    return header, tensors
+
+
 def load_tensors(
     path: str | os.PathLike[str], kind: str, version: int, what: str | None = None
 ) -> tuple[dict[str, Any], dict[str, Tensor]]:
@@ -171,13 +186,9 @@ def load_tensors(
         FileNotFoundError: no file at ``path``.
         FormatError: the file is damaged or holds another kind or version.
     """
-    from safetensors import safe_open
-
     path = _existing(path)
     try:
-        with safe_open(str(path), framework="pt") as f:
-            header = f.metadata() or {}
-            tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
+        header, tensors = read_safetensors(path)
     except Exception as err:
         raise FormatError(
             f"path {path} is not a readable safetensors file ({err}); expected a {what or kind} "

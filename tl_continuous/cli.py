@@ -23,6 +23,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from tl_continuous.reports.settings import add_backend_argument
+
 __all__ = ["build_parser", "command_line", "main"]
 
 
@@ -32,12 +34,7 @@ def _add_model_args(parser: argparse.ArgumentParser) -> None:
         default="smollm2-135m",
         help="bundled model name or a local Hugging Face folder (default: %(default)s)",
     )
-    parser.add_argument(
-        "--backend",
-        choices=("hooked", "bridge"),
-        default=None,
-        help="HookedTransformer or TransformerBridge (default: bridge on TransformerLens 4)",
-    )
+    add_backend_argument(parser)
     parser.add_argument("--cache-dir", default=None, help="where converted models are kept")
     parser.add_argument("--device", default=None, help="torch device (default: TransformerLens')")
     parser.add_argument(

@@ -14,7 +14,7 @@ so translation adds each row's shift on the ``continuous.hook_positions`` hook p
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -38,18 +38,40 @@ def _default_prompt() -> str:
     return counting_prompt("apple", 4)[0]
 
 
-def _finish(
+def _time_axis_sweep(
     model: Model,
     experiment: str,
     knob: str,
-    prompt: str,
+    prompt: str | None,
     grid: Tensor,
-    probs: Tensor,
-    reference: Tensor,
+    durations: Callable[[int], Tensor],
+    *,
+    start: float | Tensor = 0.0,
     rules: Sequence[ReadoutRule],
-    seconds: float,
+    batch_size: int,
+    progress: bool,
     meta: dict[str, Any],
 ) -> Sweep:
+    """The readouts and distances of one prompt under ``durations(n_pos)``, row per grid value.
+
+    The shared body of :func:`translation_sweep` and :func:`scaling_sweep`; ``prompt=None``
+    is the four-apples counting prompt.
+    """
+    prompt = prompt or _default_prompt()
+    tokens = model.to_tokens(prompt)
+    rows = durations(tokens.shape[-1])
+    begin = time.perf_counter()
+    reference = next_token_probs(model, lambda: model(tokens))[0]
+    probs = duration_sweep_probs(
+        model,
+        tokens,
+        rows,
+        start=start,
+        batch_size=batch_size,
+        progress=progress,
+        desc=experiment,
+    )
+    seconds = time.perf_counter() - begin
     readouts = {rule: Readout.digits(model, rule) for rule in rules}
     return Sweep(
         experiment=experiment,
@@ -83,33 +105,20 @@ def translation_sweep(
         batch_size: rows (shifts) per forward pass.
         progress: progress bar.
     """
-    prompt = prompt or _default_prompt()
     shifts = torch.arange(0.0, 11.0) if shifts is None else shifts
-    tokens = model.to_tokens(prompt)
-    ones = torch.ones(1, tokens.shape[-1])
-    begin = time.perf_counter()
-    reference = next_token_probs(model, lambda: model(tokens))[0]
     grid = shifts.detach().to(torch.float64).cpu()
-    probs = duration_sweep_probs(
-        model,
-        tokens,
-        ones.expand(grid.shape[0], -1),
-        start=grid,
-        batch_size=batch_size,
-        progress=progress,
-        desc="translation",
-    )
-    return _finish(
+    return _time_axis_sweep(
         model,
         "translation",
         "shift",
         prompt,
         shifts,
-        probs,
-        reference,
-        rules,
-        time.perf_counter() - begin,
-        {},
+        lambda n_pos: torch.ones(1, n_pos).expand(grid.shape[0], -1),
+        start=grid,
+        rules=rules,
+        batch_size=batch_size,
+        progress=progress,
+        meta={},
     )
 
 
@@ -125,31 +134,19 @@ def scaling_sweep(
     """Digit readout with every duration multiplied by each value of ``scales``.
 
     Args:
-        model: a model with a tokenizer.
-        prompt: default: the four-apples counting prompt.
         scales: default ``linspace(0.01, 1.5, 50)``.
-        rules: digit readout rules.
-        batch_size: rows per forward pass.
-        progress: progress bar.
+        model, prompt, rules, batch_size, progress: as in :func:`translation_sweep`.
     """
-    prompt = prompt or _default_prompt()
     scales = torch.linspace(0.01, 1.5, 50) if scales is None else scales
-    tokens = model.to_tokens(prompt)
-    durations = scales.detach().float().cpu()[:, None] * torch.ones(1, tokens.shape[-1])
-    begin = time.perf_counter()
-    reference = next_token_probs(model, lambda: model(tokens))[0]
-    probs = duration_sweep_probs(
-        model, tokens, durations, batch_size=batch_size, progress=progress, desc="scaling"
-    )
-    return _finish(
+    return _time_axis_sweep(
         model,
         "scaling",
         "scale",
         prompt,
         scales,
-        probs,
-        reference,
-        rules,
-        time.perf_counter() - begin,
-        {"batch_size": batch_size},
+        lambda n_pos: scales.detach().float().cpu()[:, None] * torch.ones(1, n_pos),
+        rules=rules,
+        batch_size=batch_size,
+        progress=progress,
+        meta={"batch_size": batch_size},
     )

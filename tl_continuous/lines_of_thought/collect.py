@@ -25,7 +25,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -34,7 +34,7 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
-from tl_continuous._io import atomic_write, json_safe, write_text
+from tl_continuous._io import atomic_write, json_safe, read_safetensors, write_text
 from tl_continuous._progress import progress as _progress
 from tl_continuous.lines_of_thought.corpus import PseudoSentences
 from tl_continuous.lines_of_thought.hooks import (
@@ -290,6 +290,28 @@ def check_collection(
     return CollectionInputs(tokens, attention_mask, names, meta)
 
 
+def _run_batches(
+    model: Model,
+    inputs: CollectionInputs,
+    batches: list[int],
+    batch_size: int,
+    progress: bool,
+    desc: str,
+) -> Iterator[tuple[int, slice, Tensor, Tensor]]:
+    """Run the batches numbered ``batches`` of ``inputs``, in order, under one progress bar.
+
+    The loop of :func:`collect_trajectories` (every batch) and :func:`collect_shards` (this
+    worker's unfinished ones). Yields each batch's number, its slice of the sequences, its
+    trajectories and its pilot positions.
+    """
+    bar = _progress(batches, enabled=progress, total=len(batches), desc=f"lines of thought{desc}")
+    for b in bar:
+        sl = slice(b * batch_size, (b + 1) * batch_size)
+        mask = None if inputs.attention_mask is None else inputs.attention_mask[sl]
+        traj, pilots = _run_batch(model, inputs.tokens[sl], mask, inputs.names)
+        yield b, sl, traj, pilots
+
+
 # --------------------------------------------------------------------- in memory
 def collect_trajectories(
     model: Model,
@@ -318,21 +340,17 @@ def collect_trajectories(
         layers=layers,
         include_final_norm=include_final_norm,
     )
-    tokens, names = inputs.tokens, inputs.names
-    starts = range(0, tokens.shape[0], batch_size)
+    n_batches = -(-int(inputs.tokens.shape[0]) // batch_size)
     parts: list[Tensor] = []
     pilots: list[Tensor] = []
-    for start in _progress(starts, enabled=progress, total=len(starts), desc="lines of thought"):
-        sl = slice(start, start + batch_size)
-        traj, pil = _run_batch(
-            model, tokens[sl], None if attention_mask is None else attention_mask[sl], names
-        )
+    batches = _run_batches(model, inputs, list(range(n_batches)), batch_size, progress, "")
+    for _, _, traj, pil in batches:
         parts.append(traj)
         pilots.append(pil)
     return Collected(
         trajectories=torch.cat(parts),
-        layer_names=names,
-        tokens=tokens.detach().cpu().long(),
+        layer_names=inputs.names,
+        tokens=inputs.tokens.detach().cpu().long(),
         pilot_positions=torch.cat(pilots),
         metadata=inputs.metadata,
     )
@@ -344,12 +362,8 @@ def _shard_path(folder: Path, batch: int) -> Path:
 
 
 def _read_shard(path: Path, batch: int, tokens_sha256: str | None = None) -> dict[str, Tensor]:
-    from safetensors import safe_open
-
     try:
-        with safe_open(str(path), framework="pt") as f:
-            header = f.metadata() or {}
-            tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
+        header, tensors = read_safetensors(path)
     except Exception as err:
         raise CorruptShardError(
             f"shard {path} is unreadable ({err}); delete it and rerun the collection"
@@ -466,13 +480,8 @@ def collect_shards(
             except CorruptShardError:
                 pass  # recomputed below
         todo.append(b)
-    bar = _progress(
-        todo, enabled=progress, total=len(todo), desc=f"lines of thought (worker {worker})"
-    )
-    for b in bar:
-        sl = slice(b * batch_size, (b + 1) * batch_size)
-        mask = None if inputs.attention_mask is None else inputs.attention_mask[sl]
-        traj, pilots = _run_batch(model, tokens[sl], mask, names)
+    batches = _run_batches(model, inputs, todo, batch_size, progress, f" (worker {worker})")
+    for b, sl, traj, pilots in batches:
         tensors = {
             "trajectories": traj,
             "tokens": tokens[sl].detach().cpu().long(),

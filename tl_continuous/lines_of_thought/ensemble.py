@@ -240,29 +240,17 @@ class LinesOfThought:
             shard_dir: folder for resumable collection.
             progress: show a progress bar.
         """
+        options: dict[str, Any] = {
+            "attention_mask": attention_mask,
+            "batch_size": batch_size,
+            "hook": hook,
+            "layers": layers,
+            "include_final_norm": include_final_norm,
+            "progress": progress,
+        }
         if shard_dir is None:
-            collected = collect_trajectories(
-                model,
-                tokens_or_corpus,
-                attention_mask=attention_mask,
-                batch_size=batch_size,
-                hook=hook,
-                layers=layers,
-                include_final_norm=include_final_norm,
-                progress=progress,
-            )
-            return cls.from_collected(collected)
-        collect_shards(
-            model,
-            tokens_or_corpus,
-            shard_dir,
-            attention_mask=attention_mask,
-            batch_size=batch_size,
-            hook=hook,
-            layers=layers,
-            include_final_norm=include_final_norm,
-            progress=progress,
-        )
+            return cls.from_collected(collect_trajectories(model, tokens_or_corpus, **options))
+        collect_shards(model, tokens_or_corpus, shard_dir, **options)
         return cls.from_shards(shard_dir)
 
     @classmethod

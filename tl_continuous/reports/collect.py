@@ -20,7 +20,14 @@ import argparse
 import json
 from pathlib import Path
 
-from tl_continuous.reports.settings import DEFAULT_MODEL, shard_folder, shard_root, shard_stem
+from tl_continuous.reports.settings import (
+    DEFAULT_MODEL,
+    add_backend_argument,
+    collect_worker_shards,
+    shard_folder,
+    shard_root,
+    shard_stem,
+)
 
 __all__ = ["add_arguments", "run"]
 
@@ -30,12 +37,7 @@ _HOOKS = ("resid_pre", "resid_mid", "resid_post")  # lines_of_thought.hooks.Hook
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """The program's options (``--help`` lists them)."""
     p.add_argument("--model", default=DEFAULT_MODEL, help="default: %(default)s")
-    p.add_argument(
-        "--backend",
-        choices=("hooked", "bridge"),
-        default=None,
-        help="HookedTransformer or TransformerBridge (default: bridge on TransformerLens 4)",
-    )
+    add_backend_argument(p)
     p.add_argument(
         "--text", default=None, metavar="PATH", help="a text file (default: pydoc_data.topics)"
     )
@@ -77,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
         import torch
 
         torch.set_num_threads(args.threads)
-    from tl_continuous.lines_of_thought.collect import MANIFEST, collect_shards
+    from tl_continuous.lines_of_thought.collect import MANIFEST
     from tl_continuous.lines_of_thought.corpus import pseudo_sentences
     from tl_continuous.models import load_model
 
@@ -86,16 +88,7 @@ def run(args: argparse.Namespace) -> int:
         model, path=args.text, n_tokens=args.n_tokens, limit=args.n, seed=args.seed
     )
     folder = args.out or default_folder(args)
-    ran = collect_shards(
-        model,
-        corpus,
-        folder,
-        worker=args.worker,
-        n_workers=args.n_workers,
-        batch_size=args.batch_size,
-        hook=args.hook,
-        progress=not args.no_progress,
-    )
+    ran = collect_worker_shards(model, corpus, folder, args, hook=args.hook)
     n_batches = json.loads((folder / MANIFEST).read_text())["n_batches"]
     present = len(list(folder.glob("batch-*.safetensors")))
     print(

@@ -27,11 +27,14 @@ from pathlib import Path
 from typing import Any
 
 from tl_continuous.reports.settings import (
-    DEFAULT_MODEL,
+    add_output_arguments,
+    add_report_arguments,
     default_sources,
     shard_folder,
     shard_root,
     shard_stem,
+    start_report,
+    write_report,
 )
 
 __all__ = ["ANALYSIS", "add_arguments", "render_classifier_check", "render_markdown", "run"]
@@ -42,19 +45,11 @@ ANALYSIS = "analysis_dynamics.md"
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """The program's options (``--help`` lists them)."""
-    p.add_argument("--model", default=DEFAULT_MODEL)
-    p.add_argument(
-        "--backend",
-        choices=("hooked", "bridge"),
-        default=None,
-        help="HookedTransformer or TransformerBridge (default: bridge on TransformerLens 4)",
+    add_report_arguments(
+        p,
+        n_help="pseudo-sentences (main ensemble)",
+        more=[("--n-control", {"type": int, "default": 256, "help": "trajectories per control"})],
     )
-    p.add_argument("--corpus", default=None, help="a text file (default: pydoc_data.topics)")
-    p.add_argument("--n", type=int, default=2000, help="pseudo-sentences (main ensemble)")
-    p.add_argument("--n-control", type=int, default=256, help="trajectories per control")
-    p.add_argument("--n-tokens", type=int, default=50)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--batch-size", type=int, default=32)
     p.add_argument(
         "--fit-layers",
         type=int,
@@ -84,14 +79,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--shard-dir", default=None, help="root of the shard folders (default: in the cache)"
     )
-    p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
-    p.add_argument("--out", default="docs/results_dynamics.md")
-    p.add_argument(
-        "--render-only",
-        action="store_true",
-        help="only rewrite the markdown from the JSON beside --out (no model, no computation)",
-    )
-    p.add_argument("--no-progress", action="store_true")
+    add_output_arguments(p, "docs/results_dynamics.md")
 
 
 def render_classifier_check(rows: list[dict[str, Any]], times: list[float]) -> str:
@@ -278,18 +266,9 @@ def render_markdown(r: dict[str, Any], command: str) -> str:
 
 def run(args: argparse.Namespace, command: str) -> int:
     """Collect, analyse and write the table (``command``: the line that reproduces it)."""
-    from tl_continuous._io import write_text
-
-    out = Path(args.out)
-    if args.render_only:
-        results = json.loads(out.with_suffix(".json").read_text())
-        write_text(out, render_markdown(results, command))
-        print(f"wrote {out} from {out.with_suffix('.json')}")
+    out = start_report(args, command, render_markdown)
+    if out is None:
         return 0
-    if args.threads:
-        import torch
-
-        torch.set_num_threads(args.threads)
     from tl_continuous.lines_of_thought.corpus import pseudo_sentences
     from tl_continuous.models import load_model
     from tl_continuous.reports.dynamics_results import build_results
@@ -322,9 +301,7 @@ def run(args: argparse.Namespace, command: str) -> int:
         progress=not args.no_progress,
         n_permutations=args.permutations,
     )
-    write_text(out, render_markdown(results, command))
-    write_text(out.with_suffix(".json"), json.dumps(results, indent=1))
-    print(f"wrote {out} and {out.with_suffix('.json')}")
+    write_report(out, results, render_markdown(results, command))
     return 0
 
 

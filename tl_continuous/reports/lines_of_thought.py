@@ -20,17 +20,20 @@ imports torch when it runs.
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 from typing import Any
 
 from tl_continuous.reports.settings import (
-    DEFAULT_MODEL,
+    add_output_arguments,
+    add_report_arguments,
+    collect_worker_shards,
     ks_for,
     shard_folder,
     shard_root,
     shard_stem,
+    start_report,
+    write_report,
 )
 
 __all__ = ["ANALYSIS", "add_arguments", "build_results", "render_markdown", "run"]
@@ -41,31 +44,13 @@ ANALYSIS = "analysis_lines_of_thought.md"
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """The program's options (``--help`` lists them)."""
-    p.add_argument("--model", default=DEFAULT_MODEL)
-    p.add_argument(
-        "--backend",
-        choices=("hooked", "bridge"),
-        default=None,
-        help="HookedTransformer or TransformerBridge (default: bridge on TransformerLens 4)",
-    )
-    p.add_argument("--corpus", default=None, help="a text file (default: pydoc_data.topics)")
-    p.add_argument("--n", type=int, default=2000, help="pseudo-sentences")
-    p.add_argument("--n-tokens", type=int, default=50)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--batch-size", type=int, default=32)
+    add_report_arguments(p, n_help="pseudo-sentences")
     p.add_argument("--every-layer-n", type=int, default=128, help="trajectories re-run per K")
     p.add_argument("--ks", type=int, nargs="*", default=None, help="K grid (default: coarse)")
     p.add_argument("--shard-dir", default=None, help="the shard folder (default: in the cache)")
     p.add_argument("--worker", type=int, default=0)
     p.add_argument("--n-workers", type=int, default=1)
-    p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
-    p.add_argument("--out", default="docs/results_lines_of_thought.md")
-    p.add_argument(
-        "--render-only",
-        action="store_true",
-        help="only rewrite the markdown from the JSON beside --out (no model, no computation)",
-    )
-    p.add_argument("--no-progress", action="store_true")
+    add_output_arguments(p, "docs/results_lines_of_thought.md")
 
 
 def _fmt(x: float) -> str:
@@ -153,7 +138,7 @@ def build_results(model: Any, args: argparse.Namespace) -> dict[str, Any] | None
     import torch
 
     from tl_continuous.lines_of_thought.bases import TrajectoryBases
-    from tl_continuous.lines_of_thought.collect import IncompleteShardsError, collect_shards
+    from tl_continuous.lines_of_thought.collect import IncompleteShardsError
     from tl_continuous.lines_of_thought.corpus import pseudo_sentences
     from tl_continuous.lines_of_thought.ensemble import LinesOfThought
     from tl_continuous.lines_of_thought.truncation import (
@@ -173,15 +158,7 @@ def build_results(model: Any, args: argparse.Namespace) -> dict[str, Any] | None
         )
     )
     t0 = time.perf_counter()
-    collect_shards(
-        model,
-        corpus,
-        folder,
-        worker=args.worker,
-        n_workers=args.n_workers,
-        batch_size=args.batch_size,
-        progress=progress,
-    )
+    collect_worker_shards(model, corpus, folder, args)
     collect_s = time.perf_counter() - t0
     try:
         lot = LinesOfThought.from_shards(folder)
@@ -247,26 +224,15 @@ def _spectra_rows(bases: Any, n_layers: int) -> list[dict[str, Any]]:
 
 def run(args: argparse.Namespace, command: str) -> int:
     """Collect, analyse and write the table (``command``: the line that reproduces it)."""
-    from tl_continuous._io import write_text
-
-    out = Path(args.out)
-    if args.render_only:
-        results = json.loads(out.with_suffix(".json").read_text())
-        write_text(out, render_markdown(results, command))
-        print(f"wrote {out} from {out.with_suffix('.json')}")
+    out = start_report(args, command, render_markdown)
+    if out is None:
         return 0
-    if args.threads:
-        import torch
-
-        torch.set_num_threads(args.threads)
     from tl_continuous.models import load_model
 
     results = build_results(load_model(args.model, backend=args.backend), args)
     if results is None:
         return 0
-    write_text(out, render_markdown(results, command))
-    write_text(out.with_suffix(".json"), json.dumps(results, indent=1))
-    print(f"wrote {out} and {out.with_suffix('.json')}")
+    write_report(out, results, render_markdown(results, command))
     last, every = results["last_layer"], results["every_layer"]
     print(
         f"knee K: last layer {last['knee_k']}, every layer {every['knee_k']}; "

@@ -6,7 +6,11 @@
   predicted-vs-true comparisons (:func:`default_sources`);
 * the names of the resumable shard folders (:func:`shard_root`, :func:`shard_stem`,
   :func:`shard_folder`): the lines-of-thought report, the dynamics report and
-  ``tl-continuous collect`` share one collection through them.
+  ``tl-continuous collect`` share one collection through them;
+* the command-line options the programs share (:func:`add_backend_argument`,
+  :func:`add_report_arguments`, :func:`add_output_arguments`), the collection of one
+  worker's batches from them (:func:`collect_worker_shards`) and the opening and closing of
+  a report's run (:func:`start_report`, :func:`write_report`).
 
 >>> ks_for(20)
 [1, 2, 4, 8, 16, 20]
@@ -18,12 +22,20 @@
 
 from __future__ import annotations
 
+import argparse
+import json
 import os
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 __all__ = [
     "DEFAULT_KS",
     "DEFAULT_MODEL",
+    "add_backend_argument",
+    "add_output_arguments",
+    "add_report_arguments",
+    "collect_worker_shards",
     "corpus_tag",
     "default_sources",
     "fit_range",
@@ -32,6 +44,8 @@ __all__ = [
     "shard_folder",
     "shard_root",
     "shard_stem",
+    "start_report",
+    "write_report",
 ]
 
 DEFAULT_MODEL = "smollm2-135m"
@@ -89,3 +103,99 @@ def shard_folder(
 ) -> Path:
     """The shard folder of ``n`` sequences (``kind``: a control such as ``"gibberish"``)."""
     return Path(root) / f"{stem}-{kind + '-' if kind else ''}{n}-s{seed}"
+
+
+def add_backend_argument(p: argparse.ArgumentParser) -> None:
+    """``--backend``: HookedTransformer or TransformerBridge (default: the installed one)."""
+    p.add_argument(
+        "--backend",
+        choices=("hooked", "bridge"),
+        default=None,
+        help="HookedTransformer or TransformerBridge (default: bridge on TransformerLens 4)",
+    )
+
+
+def add_report_arguments(
+    p: argparse.ArgumentParser, *, n_help: str, more: Sequence[tuple[str, dict[str, Any]]] = ()
+) -> None:
+    """The model and corpus options of the lines-of-thought and dynamics reports.
+
+    ``--model``, ``--backend``, ``--corpus``, ``--n`` (help ``n_help``), then the options
+    ``more`` names (flag and keywords), then ``--n-tokens``, ``--seed`` and ``--batch-size``.
+    """
+    p.add_argument("--model", default=DEFAULT_MODEL)
+    add_backend_argument(p)
+    p.add_argument("--corpus", default=None, help="a text file (default: pydoc_data.topics)")
+    p.add_argument("--n", type=int, default=2000, help=n_help)
+    for flag, kwargs in more:
+        p.add_argument(flag, **kwargs)
+    p.add_argument("--n-tokens", type=int, default=50)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--batch-size", type=int, default=32)
+
+
+def add_output_arguments(p: argparse.ArgumentParser, out: str) -> None:
+    """The closing options of the reports: ``--threads``, ``--out`` (default ``out``),
+    ``--render-only`` and ``--no-progress``."""
+    p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
+    p.add_argument("--out", default=out)
+    p.add_argument(
+        "--render-only",
+        action="store_true",
+        help="only rewrite the markdown from the JSON beside --out (no model, no computation)",
+    )
+    p.add_argument("--no-progress", action="store_true")
+
+
+def collect_worker_shards(
+    model: Any, corpus: Any, folder: str | os.PathLike[str], args: argparse.Namespace, **kwargs: Any
+) -> list[int]:
+    """:func:`~tl_continuous.lines_of_thought.collect.collect_shards` of this worker's batches.
+
+    ``--worker``, ``--n-workers``, ``--batch-size`` and ``--no-progress`` come from ``args``;
+    ``kwargs`` (such as ``hook``) are passed on. Returns the batches run.
+    """
+    from tl_continuous.lines_of_thought.collect import collect_shards
+
+    return collect_shards(
+        model,
+        corpus,
+        folder,
+        worker=args.worker,
+        n_workers=args.n_workers,
+        batch_size=args.batch_size,
+        progress=not args.no_progress,
+        **kwargs,
+    )
+
+
+def start_report(
+    args: argparse.Namespace, command: str, render: Callable[[Any, str], str]
+) -> Path | None:
+    """The opening of a report's ``run``: the ``--out`` path, or ``None`` once done.
+
+    With ``--render-only`` the markdown is rewritten by ``render(results, command)`` from the
+    JSON beside ``--out`` and ``None`` returned; otherwise ``--threads`` is applied.
+    """
+    from tl_continuous._io import write_text
+
+    out = Path(args.out)
+    if args.render_only:
+        results = json.loads(out.with_suffix(".json").read_text())
+        write_text(out, render(results, command))
+        print(f"wrote {out} from {out.with_suffix('.json')}")
+        return None
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    return out
+
+
+def write_report(out: Path, results: Any, markdown: str) -> None:
+    """Write a report's markdown to ``out`` and its numbers to the JSON beside it."""
+    from tl_continuous._io import write_text
+
+    write_text(out, markdown)
+    write_text(out.with_suffix(".json"), json.dumps(results, indent=1))
+    print(f"wrote {out} and {out.with_suffix('.json')}")

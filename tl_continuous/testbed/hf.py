@@ -30,7 +30,6 @@ the shipped tables at integer positions.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
@@ -77,26 +76,6 @@ class TestbedRotaryEmbedding(GPTNeoXRotaryEmbedding):
         freq = torch.cat((freq, freq))  # GPT-NeoX's rotate-half layout
         angles = position_ids[..., None].to(torch.float32) / freq
         return angles.cos().to(x.dtype), angles.sin().to(x.dtype)
-
-
-def _checkpoint(folder: str | Path | None) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
-    """The testbed's ``HookedTransformerConfig`` fields and its fp32 state dict."""
-    from safetensors.torch import load_file
-
-    from tl_continuous.testbed.model import CHECKPOINT_DIR, testbed_config
-
-    folder = Path(folder or CHECKPOINT_DIR)
-    config_path, weights_path = folder / "config.json", folder / "model.safetensors"
-    for path in (config_path, weights_path):
-        if not path.is_file():
-            raise FileNotFoundError(
-                f"folder must hold a testbed checkpoint; {path} is missing "
-                "(regenerate with: tl-continuous train-testbed)"
-            )
-    saved = json.loads(config_path.read_text())
-    if tuple(saved["vocabulary"]) != VOCAB.words:
-        raise ValueError(f"the checkpoint in {folder} was trained on a different vocabulary")
-    return testbed_config(**saved["hooked_transformer_config"]), load_file(weights_path)
 
 
 def _check_convertible(fields: dict[str, Any]) -> None:
@@ -229,7 +208,9 @@ def load_testbed_hf(
     """
     from transformers import GPTNeoXForCausalLM
 
-    fields, tl = _checkpoint(folder)
+    from tl_continuous.testbed.model import _read_checkpoint
+
+    fields, tl = _read_checkpoint(folder)
     config = hf_config_of(fields)
     model_cls: Any = GPTNeoXForCausalLM  # transformers' decorators confuse mypy
     model = model_cls(config)

@@ -97,6 +97,36 @@ def training_record(folder: str | Path | None = None) -> dict[str, Any]:
     return json.loads(path.read_text())
 
 
+def _read_checkpoint(
+    folder: str | Path | None = None,
+) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    """The ``HookedTransformerConfig`` fields and the fp32 state dict of a testbed checkpoint.
+
+    What :func:`load_testbed` and :func:`~.hf.load_testbed_hf` build their models from.
+
+    Args:
+        folder: a checkpoint folder (default: the one shipped in the package).
+
+    Raises:
+        FileNotFoundError: the folder lacks ``config.json`` or ``model.safetensors``.
+        ValueError: the checkpoint was trained on another vocabulary.
+    """
+    from safetensors.torch import load_file
+
+    folder = Path(folder or CHECKPOINT_DIR)
+    config_path, weights_path = folder / "config.json", folder / "model.safetensors"
+    for path in (config_path, weights_path):
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"folder must hold a testbed checkpoint; {path} is missing "
+                "(regenerate with: tl-continuous train-testbed)"
+            )
+    saved = json.loads(config_path.read_text())
+    if tuple(saved["vocabulary"]) != VOCAB.words:
+        raise ValueError(f"the checkpoint in {folder} was trained on a different vocabulary")
+    return testbed_config(**saved["hooked_transformer_config"]), load_file(weights_path)
+
+
 def load_testbed(
     folder: str | Path | None = None,
     *,
@@ -114,26 +144,13 @@ def load_testbed(
         FileNotFoundError: the folder lacks ``config.json`` or ``model.safetensors``.
         ImportError: TransformerLens 4 is installed (the checkpoint is a ``HookedTransformer``).
     """
-    from safetensors.torch import load_file
-
     from tl_continuous.backends import require_hooked
 
     require_hooked("the counting testbed is a HookedTransformer checkpoint")
     from transformer_lens import HookedTransformer, HookedTransformerConfig
 
-    folder = Path(folder or CHECKPOINT_DIR)
-    config_path, weights_path = folder / "config.json", folder / "model.safetensors"
-    for path in (config_path, weights_path):
-        if not path.is_file():
-            raise FileNotFoundError(
-                f"folder must hold a testbed checkpoint; {path} is missing "
-                "(regenerate with: tl-continuous train-testbed)"
-            )
-    saved = json.loads(config_path.read_text())
-    if tuple(saved["vocabulary"]) != VOCAB.words:
-        raise ValueError(f"the checkpoint in {folder} was trained on a different vocabulary")
-    fields = testbed_config(**saved["hooked_transformer_config"])
+    fields, state = _read_checkpoint(folder)
     fields |= {"dtype": dtype, "device": str(device) if device is not None else "cpu"}
     model = HookedTransformer(HookedTransformerConfig(**fields, init_weights=False))
-    model.load_state_dict(load_file(weights_path), strict=True)  # casts to dtype
+    model.load_state_dict(state, strict=True)  # casts to dtype
     return model.eval()

@@ -28,6 +28,7 @@ from tl_continuous.lines_of_thought.collect import (
     _read_shard,
     load_shards,
 )
+from tl_continuous.lines_of_thought.ensemble import LinesOfThought
 
 N_SEQUENCES, SEQ_LEN, BATCH = 40, 6, 2
 N_BATCHES = N_SEQUENCES // BATCH
@@ -112,9 +113,9 @@ def test_sigkill_resume_equals_an_uninterrupted_run(tmp_path: Path) -> None:
 
     # resume: exactly the missing batches run
     assert _run_child(script, folder) == missing
-    resumed = load_shards(folder)
+    resumed = LinesOfThought.from_shards(folder)
     assert _run_child(script, reference_dir) == list(range(N_BATCHES))
-    reference = load_shards(reference_dir)
+    reference = LinesOfThought.from_shards(reference_dir)
 
     assert torch.equal(resumed.trajectories, reference.trajectories)
     assert torch.equal(resumed.tokens, reference.tokens)
@@ -136,7 +137,7 @@ def test_sigkill_resume_equals_an_uninterrupted_run(tmp_path: Path) -> None:
     with pytest.raises(CorruptShardError, match=r"batch-0000[37]\.safetensors"):
         load_shards(folder)
     assert _run_child(script, folder) == [3, 7]
-    repaired = load_shards(folder)
+    repaired = LinesOfThought.from_shards(folder)
     assert torch.equal(repaired.trajectories, reference.trajectories)
 
 

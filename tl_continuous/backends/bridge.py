@@ -125,8 +125,13 @@ class BridgeBackend:
         return detach
 
     def kv_prefix(self, model: Any, prefix: Tensor) -> Any:
-        """Run ``prefix`` once; return Hugging Face's key/value cache of it."""
-        _, cache = model(prefix, return_type="logits_and_cache", use_cache=True)
+        """Run ``prefix`` once; return Hugging Face's key/value cache of it.
+
+        Only the last position's logits are computed (``logits_to_keep=1``): the prefix
+        is run for its keys and values, and the unembedding of every position is most of
+        a forward's cost on a large vocabulary.
+        """
+        _, cache = model(prefix, return_type="logits_and_cache", use_cache=True, logits_to_keep=1)
         return cache
 
     def kv_continue(self, model: Any, tokens: Tensor, cache: Any, repeat: int) -> Tensor:

@@ -26,6 +26,7 @@ import hashlib
 import json
 import os
 from collections.abc import Callable, Iterator, Mapping
+from contextlib import suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -168,19 +169,31 @@ def _as_tokens(
 
 
 # --------------------------------------------------------------------------- hooks
+class _EnoughRead(Exception):
+    """Raised by the last pilot hook: the rest of the forward pass is not needed."""
+
+
 def pilot_hooks(
-    names: list[str], pilots: Tensor, store: dict[str, Tensor]
+    names: list[str], pilots: Tensor, store: dict[str, Tensor], *, stop: bool = False
 ) -> list[tuple[str | Callable[..., Any], Callable[..., Any]]]:
     """Forward hooks that put ``act[rows, pilots]`` (float32, CPU) into ``store[name]``.
 
     Keyed by the name asked for, not ``hook.name``: on a ``TransformerBridge`` the block
     hooks are aliases and ``hook.name`` is the canonical name (``blocks.0.hook_out``).
+    With ``stop`` the hook of the last name raises ``_EnoughRead`` once it has stored its
+    slice, ending the forward there (as TransformerLens' own ``stop_at_layer`` does): the
+    later blocks, the final norm and the unembedding, which a ``TransformerBridge`` runs
+    even with ``return_type=None``, are skipped.
     """
 
     def reader(name: str) -> Callable[..., None]:
+        last = stop and name == names[-1]
+
         def read(act: Tensor, hook: Any) -> None:
             rows = torch.arange(act.shape[0], device=act.device)
             store[name] = act[rows, pilots.to(act.device)].detach().to("cpu", torch.float32)
+            if last:
+                raise _EnoughRead
 
         return read
 
@@ -196,7 +209,8 @@ def _run_batch(
     pilots = pilot_positions_from_mask(mask, tokens.shape[0], tokens.shape[1])
     store: dict[str, Tensor] = {}
     device = model.cfg.device
-    with torch.inference_mode(), model.hooks(fwd_hooks=pilot_hooks(names, pilots, store)):
+    hooks = pilot_hooks(names, pilots, store, stop=True)
+    with torch.inference_mode(), model.hooks(fwd_hooks=hooks), suppress(_EnoughRead):
         model(
             tokens.to(device),
             return_type=None,

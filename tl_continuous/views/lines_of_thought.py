@@ -17,6 +17,7 @@ dynamics figures (variance law, controls, point clouds) are in
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -61,19 +62,46 @@ def spectra_figure(bases: TrajectoryBases, *, max_rank: int | None = None) -> An
 
 def kl_figure(curves: Sequence[TruncationCurve]) -> Any:
     """Mean and median ``KL(p_K || p)`` against K (log scale), one pair of lines per reading,
-    with the knee marked and the consecutive-sentence baseline dashed."""
+    with the knee marked and the consecutive-sentence baseline dashed.
+
+    The y axis is logarithmic, so points where the KL is not positive (``K = d_model``
+    reproduces the pilot: KL = 0, or a rounding error below it) cannot be drawn: they are left
+    out of the lines, listed in a note under the plot, and the y range is set from the
+    positive values drawn (data and baseline), a quarter decade beyond them on each side.
+    The baseline is a dashed trace (not a shape/annotation, whose y a log axis reads as an
+    exponent: an annotation at a baseline of 8 nats stretched the axis to 1e8).
+    """
     import plotly.graph_objects as go
 
     fig = go.Figure()
+    drawn: list[float] = []
+    left_out: list[str] = []
+
+    def positive(values: Tensor, name: str, ks: list[int]) -> list[float | None]:
+        out: list[float | None] = []
+        for k, v in zip(ks, values.tolist(), strict=True):
+            if v > 0 and math.isfinite(v):
+                out.append(v)
+                drawn.append(v)
+            else:
+                out.append(None)
+                left_out.append(f"{name} K={k} (KL={v:.3g})")
+        return out
+
     for curve in curves:
         ks = curve.ks.tolist()
         fig.add_trace(
-            go.Scatter(x=ks, y=curve.kl_mean.tolist(), mode="lines+markers", name=curve.reading)
+            go.Scatter(
+                x=ks,
+                y=positive(curve.kl_mean, curve.reading, ks),
+                mode="lines+markers",
+                name=curve.reading,
+            )
         )
         fig.add_trace(
             go.Scatter(
                 x=ks,
-                y=curve.kl_median.tolist(),
+                y=positive(curve.kl_median, f"{curve.reading} (median)", ks),
                 mode="lines",
                 line={"dash": "dot"},
                 name=f"{curve.reading} (median)",
@@ -81,15 +109,44 @@ def kl_figure(curves: Sequence[TruncationCurve]) -> Any:
         )
         fig.add_vline(x=curve.knee_k, line_dash="dot", annotation_text=f"knee {curve.knee_k}")
     if curves:
-        fig.add_hline(
-            y=curves[0].baseline, line_dash="dash", annotation_text="consecutive sentences"
+        baseline = curves[0].baseline
+        ks_all = [k for c in curves for k in c.ks.tolist()]
+        if baseline > 0 and math.isfinite(baseline):
+            drawn.append(baseline)
+            fig.add_trace(
+                go.Scatter(
+                    x=[min(ks_all), max(ks_all)],
+                    y=[baseline, baseline],
+                    mode="lines",
+                    line={"dash": "dash", "color": "grey"},
+                    name=f"consecutive sentences ({baseline:.3g})",
+                )
+            )
+        else:
+            left_out.append(f"baseline (KL={baseline:.3g})")
+    layout: dict[str, Any] = {}
+    if drawn:
+        low, high = math.log10(min(drawn)), math.log10(max(drawn))
+        layout["yaxis_range"] = [low - 0.25, high + 0.25]  # log axis: range in log10 units
+    if left_out:
+        fig.add_annotation(
+            text="not drawn on the log axis (KL <= 0): " + ", ".join(left_out),
+            xref="paper",
+            yref="paper",
+            x=0.0,
+            y=-0.18,
+            xanchor="left",
+            showarrow=False,
+            font={"size": 10},
         )
+        layout["margin"] = {"b": 90}
     fig.update_layout(
         title="KL(p_K ‖ p): the pilot truncated to its top K singular directions",
         xaxis_title="K",
-        yaxis_title="KL (nats)",
+        yaxis_title="KL (nats, log scale)",
         yaxis_type="log",
         template="plotly_white",
+        **layout,
     )
     return fig
 
@@ -103,13 +160,19 @@ def trajectory_figure(
     n_lines: int = 20,
     extra: dict[str, Float[Tensor, "m layer d_model"]] | None = None,
 ) -> Any:
-    """Lines of thought projected on two or three singular directions of one layer's basis.
+    """Lines of thought projected on two or three top singular directions of one layer.
+
+    The directions are ``layer``'s own singular directions ranked by singular value
+    (:meth:`TrajectoryBases.top`): ``dims=(0, 1)`` is the plane of its two largest, whatever
+    position realignment gave them in ``U[layer]``. Axis ``i`` is labelled ``u_i(t=...)`` with
+    the layer and the singular value.
 
     Args:
         trajectories: ``[n, layer, d_model]`` pilots (a :class:`LinesOfThought`'s).
-        bases: the bases whose ``U[layer]`` is projected on.
+        bases: the bases whose layer ``layer`` is projected on.
         layer: which layer's basis (default: the last).
-        dims: two singular directions (0-based) for a plane, three for a 3-D view.
+        dims: two singular directions (0-based ranks by singular value) for a plane, three
+            for a 3-D view.
         n_lines: the first ``n_lines`` trajectories are drawn as lines through the layers;
             the other points of the ensemble at ``layer`` as a grey cloud.
         extra: labelled extra trajectories drawn as thick lines (e.g. one path under a
@@ -127,7 +190,9 @@ def trajectory_figure(
         raise ValueError(f"dims must be two or three non-negative directions (got {dims})")
     if bases.rank <= max(dims):
         raise ValueError(f"bases have rank {bases.rank}; dims {dims} need more")
-    basis = bases.U[layer][:, list(dims)].to(torch.float64)
+    basis = bases.top(layer, max(dims) + 1)[:, list(dims)].to(torch.float64)
+    sigma = bases.spectra()[layer]
+    t = layer % bases.n_layers + 1
     proj = trajectories.to(torch.float64) @ basis  # n layer len(dims)
     three = len(dims) == 3
     scatter = go.Scatter3d if three else go.Scatter
@@ -142,7 +207,7 @@ def trajectory_figure(
             **xyz(proj[:, layer]),
             mode="markers",
             marker={"size": 2 if three else 3, "color": "lightgrey"},
-            name=f"ensemble at t={layer % bases.n_layers + 1}",
+            name=f"ensemble at t={t}",
         )
     )
     for i in range(min(n_lines, proj.shape[0])):
@@ -167,7 +232,7 @@ def trajectory_figure(
                     name=name if p.shape[0] == 1 else f"{name} {i}",
                 )
             )
-    titles = [f"u{d + 1}" for d in dims]
+    titles = [f"u{d + 1}(t={t}), σ={float(sigma[d]):.3g}" for d in dims]
     if three:
         fig.update_layout(
             scene={"xaxis_title": titles[0], "yaxis_title": titles[1], "zaxis_title": titles[2]}
@@ -175,7 +240,8 @@ def trajectory_figure(
     else:
         fig.update_layout(xaxis_title=titles[0], yaxis_title=titles[1])
     fig.update_layout(
-        title="Lines of thought projected on the last layer's singular directions",
+        title=f"Lines of thought projected on layer t={t}'s top singular directions "
+        f"(ranked by σ; {bases.n_layers} layers)",
         template="plotly_white",
     )
     return fig
@@ -287,7 +353,10 @@ def duration_sweep_figure(
         **where,
     )
     a, b = dims
-    axes = {"xaxis_title": f"u{a + 1}(t)", "yaxis_title": f"u{b + 1}(t)"}
+    axes = {  # sweep.basis holds each layer's top-k directions of the plain ensemble, by σ
+        "xaxis_title": f"u{a + 1}(t): σ-rank {a + 1} direction of layer t",
+        "yaxis_title": f"u{b + 1}(t): σ-rank {b + 1} direction of layer t",
+    }
     if distance:
         dist = sweep.distance()
         for c, colour, row in zip(values, colours, dist, strict=True):

@@ -16,7 +16,11 @@ from tl_continuous.experiments import (
     sum_curve,
     translation_sweep,
 )
-from tl_continuous.experiments.interpolation import BOOLEAN_OPS, aligned_operator_prompts
+from tl_continuous.experiments.interpolation import (
+    BOOLEAN_OPS,
+    aligned_operator_prompts,
+    operator_alignment,
+)
 from tl_continuous.experiments.prompts import counting_prompt
 from tl_continuous.experiments.readouts import Readout
 
@@ -78,21 +82,63 @@ def test_interpolation_endpoints_are_the_prompts(smollm2):
         interpolate_prompts(smollm2, a, "Question: Is it?", progress=False)
 
 
-def test_boolean_operators_are_aligned(smollm2):
-    pa, pb = aligned_operator_prompts(smollm2, "AND", "NAND", 1, 0)
-    assert len(smollm2.to_str_tokens(pa)) == len(smollm2.to_str_tokens(pb))
-    result = boolean_interpolation(smollm2, "AND", "XOR", torch.tensor([0.0, 1.0]), progress=False)
+def test_boolean_operator_alignment_on_smollm2(smollm2):
+    # AND, OR, NOR are one token, NAND and XOR two: only same-count operators line up
+    same = operator_alignment(smollm2, "NAND", "XOR")
+    assert same["aligned"] and same["reason"] is None
+    assert same["tokens"] == {"NAND": [" N", "AND"], "XOR": [" X", "OR"]}
+    assert operator_alignment(smollm2, "AND", "NOR")["tokens"] == {"AND": [" AND"], "NOR": [" NOR"]}
+    mixed = operator_alignment(smollm2, "AND", "NAND")
+    assert not mixed["aligned"] and "'AND' (1 token" in mixed["reason"]
+    assert "'NAND' (2 tokens" in mixed["reason"]
+    with pytest.raises(ValueError, match=r"exactly once"):
+        operator_alignment(smollm2, "AND", "OR", template="{a} {b} = ")
+
+
+def test_boolean_interpolation_blends_aligned_operators_only(smollm2):
+    result = boolean_interpolation(smollm2, "NAND", "XOR", torch.tensor([0.0, 1.0]), progress=False)
     assert len(result) == 4
     assert {(s.meta["a"], s.meta["b"]) for s in result.sweeps} == {(0, 0), (0, 1), (1, 0), (1, 1)}
+    # the plain template, no padding: the endpoints are the two operators' own prompts
+    assert {(s.prompt, s.prompt_b) for s in result.sweeps} == {
+        (f"{a} NAND {b} = ", f"{a} XOR {b} = ") for a in (0, 1) for b in (0, 1)
+    }
+    assert result.meta["tokens"] == {"NAND": [" N", "AND"], "XOR": [" X", "OR"]}
+    with pytest.raises(ValueError, match=r"'AND' \(1 token.*'XOR' \(2 tokens.*align='pad'"):
+        boolean_interpolation(smollm2, "AND", "XOR", torch.tensor([0.0, 1.0]), progress=False)
+    with pytest.raises(ValueError, match=r"operators must be among"):
+        boolean_interpolation(smollm2, "AND", "IMPLIES", progress=False)
+    # padding on request (the old behaviour): equal lengths, recorded in meta
+    pa, pb = aligned_operator_prompts(smollm2, "AND", "NAND", 1, 0)
+    assert pa == "1  AND 0 = " and len(smollm2.to_str_tokens(pa)) == len(smollm2.to_str_tokens(pb))
+    padded = boolean_interpolation(
+        smollm2, "AND", "XOR", torch.tensor([0.0, 1.0]), align="pad", progress=False
+    )
+    assert len(padded) == 4 and padded.meta["align"] == "pad"
+    assert all(s.prompt.startswith(f"{s.meta['a']}  AND") for s in padded.sweeps)
 
 
-def test_boolean_all_pairs_covers_every_operator_pair_and_input(smollm2):
+def test_boolean_all_pairs_runs_aligned_pairs_and_reports_the_others(smollm2):
     result = boolean_all_pairs(smollm2, torch.tensor([0.0, 1.0]), progress=False)
     seen = {(s.meta["op_a"], s.meta["op_b"], s.meta["a"], s.meta["b"]) for s in result.sweeps}
-    assert len(result) == len(seen) == 40  # C(5, 2) = 10 operator pairs x 4 input pairs
-    pairs = {frozenset((a, b)) for a, b, _, _ in seen}
-    assert pairs == {frozenset(p) for p in itertools.combinations(BOOLEAN_OPS, 2)}
+    aligned = {("AND", "OR"), ("AND", "NOR"), ("OR", "NOR"), ("NAND", "XOR")}
+    assert len(result) == len(seen) == 16  # 4 token-aligned operator pairs x 4 input pairs
+    assert {(a, b) for a, b, _, _ in seen} == aligned
+    assert {tuple(p) for p in result.meta["pairs"]} == aligned
     assert all(s.grid.tolist() == [0.0, 1.0] for s in result.sweeps)
+    # the 6 misaligned pairs (one of NAND/XOR with one of AND/OR/NOR) are reported, not blended
+    skipped = {(s["op_a"], s["op_b"]): s for s in result.meta["skipped"]}
+    every = set(itertools.combinations(BOOLEAN_OPS, 2))
+    assert set(skipped) == every - aligned and len(skipped) == 6
+    for (op_a, op_b), s in skipped.items():
+        assert not s["aligned"] and f"'{op_a}' (" in s["reason"] and f"'{op_b}' (" in s["reason"]
+        assert {len(t) for t in s["tokens"].values()} == {1, 2}
+    assert not any(
+        s.meta["op_a"] in ("NAND", "XOR") and s.meta["op_b"] in ("AND", "OR", "NOR")
+        for s in result.sweeps
+    )
+    with pytest.raises(ValueError, match=r"no pair of \['AND', 'XOR'\] is token-aligned"):
+        boolean_all_pairs(smollm2, torch.tensor([0.0, 1.0]), ops=("AND", "XOR"), progress=False)
 
 
 def test_translation_is_a_no_op_and_unit_scale_is_the_model(smollm2):

@@ -5,9 +5,13 @@
 * :func:`interpolation_dataset`: the bundled yes/no pairs (both / neither / first / second).
 * :func:`boolean_interpolation`: ``{a} OP {b}`` with OP blended between two operators, for the
   four input pairs; :func:`boolean_all_pairs` does every pair of AND, OR, NAND, NOR, XOR.
-  When two operators tokenise to different lengths (on SmolLM2 `` NAND`` and `` XOR`` are two
-  tokens, `` AND`` one) the shorter one is preceded by extra spaces until the lengths agree;
-  the exact prompts used are recorded.
+  Only token-aligned operators are blended (:func:`operator_alignment`): both prompts have the
+  same tokens except at the operator's, which sit at the same positions in equal number. On
+  SmolLM2 `` AND``, `` OR``, `` NOR`` are one token and `` NAND`` (`` N`` + ``AND``), `` XOR``
+  (`` X`` + ``OR``) two, so AND/OR/NOR blend with each other and NAND with XOR; a pair such as
+  AND/NAND is refused (:func:`boolean_interpolation`) or skipped and reported
+  (:func:`boolean_all_pairs`). ``align="pad"`` restores the old behaviour (spaces before the
+  shorter operator until the lengths agree), which blends unrelated tokens (`` `` with `` N``).
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ __all__ = [
     "interpolate_prompts",
     "interpolation_dataset",
     "lambda_grid",
+    "operator_alignment",
 ]
 
 BOOLEAN_OPS: dict[str, Any] = {
@@ -189,6 +194,79 @@ def aligned_operator_prompts(
     )
 
 
+def _operator_tokens(
+    model: Model, template: str, op: str, a: int, b: int
+) -> tuple[list[str], list[str], list[str]]:
+    """The tokens of ``template``'s prompt for ``op`` split into (before the operator, the
+    operator's own: those overlapping its characters, after it), a leading BOS included in
+    the first part; e.g. ``(["0"], [" N", "AND"], [" ", "1", " =", " "])``."""
+    prefix = template.split("{op}")[0].format(a=a, b=b)
+    prompt = template.format(a=a, b=b, op=op)
+    tokens = [str(t) for t in model.to_str_tokens(prompt)]
+    text = "".join(tokens)
+    if not text.endswith(prompt):
+        raise ValueError(f"cannot locate the operator's tokens: {tokens} do not spell {prompt!r}")
+    start, end = len(prefix), len(prefix) + len(op)
+    parts: tuple[list[str], list[str], list[str]] = ([], [], [])
+    pos = len(prompt) - len(text)  # negative over a leading BOS
+    for tok in tokens:
+        where = 0 if pos + len(tok) <= start else 2 if pos >= end else 1
+        parts[where].append(tok)
+        pos += len(tok)
+    return parts
+
+
+def operator_alignment(
+    model: Model,
+    op_a: str,
+    op_b: str,
+    template: str = BOOLEAN_TEMPLATE,
+    inputs: Sequence[tuple[int, int]] = ((0, 0), (0, 1), (1, 0), (1, 1)),
+) -> dict[str, Any]:
+    """Whether ``op_a`` and ``op_b`` can be blended token by token in ``template``.
+
+    They are *aligned* when, for every input pair, the two prompts tokenise to the same
+    tokens outside the operator, and the operator's tokens (those overlapping its
+    characters) sit at the same positions and are as many.
+
+    Returns:
+        ``{"op_a", "op_b", "aligned", "tokens": {op: [its tokens]}, "reason"}``; ``reason``
+        is ``None`` when aligned, else names the operators and their token counts.
+
+    Raises:
+        ValueError: ``template`` does not hold ``{op}`` exactly once.
+    """
+    if template.count("{op}") != 1:
+        raise ValueError(f"template must contain '{{op}}' exactly once (got {template!r})")
+    tokens: dict[str, list[str]] = {}
+    reason = None
+    for a, b in inputs:
+        parts = {op: _operator_tokens(model, template, op, a, b) for op in (op_a, op_b)}
+        for op, (_, mid, _) in parts.items():
+            tokens.setdefault(op, mid)
+        (pre_a, mid_a, post_a), (pre_b, mid_b, post_b) = parts[op_a], parts[op_b]
+        if len(mid_a) != len(mid_b):
+            reason = (
+                f"operators {op_a!r} ({len(mid_a)} token{'s' * (len(mid_a) != 1)}: "
+                f"{list(mid_a)}) and {op_b!r} ({len(mid_b)} token{'s' * (len(mid_b) != 1)}: "
+                f"{list(mid_b)}) do not tokenise to aligned tokens in {template!r}"
+            )
+            break
+        if pre_a != pre_b or post_a != post_b:
+            reason = (
+                f"operators {op_a!r} and {op_b!r} change the tokens around them in {template!r} "
+                f"(inputs {a}, {b}): {pre_a}/{post_a} against {pre_b}/{post_b}"
+            )
+            break
+    return {
+        "op_a": op_a,
+        "op_b": op_b,
+        "aligned": reason is None,
+        "tokens": tokens,
+        "reason": reason,
+    }
+
+
 def boolean_interpolation(
     model: Model,
     op_a: str,
@@ -196,6 +274,7 @@ def boolean_interpolation(
     lambdas: Float[Tensor, " grid"] | None = None,
     *,
     template: str = BOOLEAN_TEMPLATE,
+    align: Literal["tokens", "pad"] = "tokens",
     method: Literal["lerp", "slerp"] = "lerp",
     batch_size: int = 25,
     progress: bool = True,
@@ -203,15 +282,40 @@ def boolean_interpolation(
     """P("0") and P("1") along the blend of operator ``op_a`` into ``op_b``, for the inputs
     (0, 0), (0, 1), (1, 0), (1, 1).
 
-    ``meta`` of each sweep holds the inputs and the truth values of both operators.
+    Args:
+        align: ``"tokens"`` (default) blends only token-aligned operators
+            (:func:`operator_alignment`); ``"pad"`` puts spaces before the operator with fewer
+            tokens until the prompts' lengths agree (:func:`aligned_operator_prompts`), which
+            blends tokens that do not correspond: its curves measure the padding as much as
+            the model.
+
+    ``meta`` of each sweep holds the inputs, the truth values of both operators and ``align``.
+
+    Raises:
+        ValueError: an operator outside :data:`BOOLEAN_OPS`; with ``align="tokens"``, two
+            operators that are not token-aligned (the message names both and their token
+            counts).
     """
     for op in (op_a, op_b):
         if op not in BOOLEAN_OPS:
             raise ValueError(f"operators must be among {sorted(BOOLEAN_OPS)} (got {op!r})")
+    if align not in ("tokens", "pad"):
+        raise ValueError(f"align must be 'tokens' or 'pad' (got {align!r})")
+    alignment = None
+    if align == "tokens":
+        alignment = operator_alignment(model, op_a, op_b, template)
+        if not alignment["aligned"]:
+            raise ValueError(
+                f"{alignment['reason']}; blending them would mix unrelated tokens (pass "
+                "align='pad' to pad the shorter operator with spaces anyway)"
+            )
     readout = Readout.binary(model)
     sweeps = []
     for a, b in progress_iter([(0, 0), (0, 1), (1, 0), (1, 1)], progress, f"{op_a}->{op_b}"):
-        pa, pb = aligned_operator_prompts(model, op_a, op_b, a, b, template)
+        if align == "pad":
+            pa, pb = aligned_operator_prompts(model, op_a, op_b, a, b, template)
+        else:
+            pa, pb = (template.format(a=a, b=b, op=op) for op in (op_a, op_b))
         truth_a, truth_b = BOOLEAN_OPS[op_a](a, b), BOOLEAN_OPS[op_b](a, b)
         sweeps.append(
             interpolate_prompts(
@@ -231,10 +335,14 @@ def boolean_interpolation(
                     "b": b,
                     "answer_a": str(truth_a),
                     "answer_b": str(truth_b),
+                    "align": align,
                 },
             )
         )
-    return SweepSet("boolean", sweeps, meta={"op_a": op_a, "op_b": op_b, "template": template})
+    meta: dict[str, Any] = {"op_a": op_a, "op_b": op_b, "template": template, "align": align}
+    if alignment is not None:
+        meta["tokens"] = alignment["tokens"]
+    return SweepSet("boolean", sweeps, meta=meta)
 
 
 def boolean_all_pairs(
@@ -242,12 +350,50 @@ def boolean_all_pairs(
     lambdas: Float[Tensor, " grid"] | None = None,
     *,
     ops: Sequence[str] = tuple(BOOLEAN_OPS),
+    template: str = BOOLEAN_TEMPLATE,
+    align: Literal["tokens", "pad"] = "tokens",
     progress: bool = True,
     **kwargs: Any,
 ) -> SweepSet:
-    """:func:`boolean_interpolation` for every unordered pair of ``ops`` (10 pairs of the
-    five operators, 40 curves)."""
+    """:func:`boolean_interpolation` for every unordered pair of ``ops`` that can be blended.
+
+    With ``align="tokens"`` (default) only token-aligned pairs are run (on SmolLM2: AND/OR,
+    AND/NOR, OR/NOR, NAND/XOR, 16 curves of the 10 pairs' 40); the others are not blended
+    and are listed in ``meta["skipped"]`` with the operators' tokens and the reason.
+    ``meta["pairs"]`` lists the pairs run. ``align="pad"`` runs all pairs, padding as
+    :func:`aligned_operator_prompts` does.
+
+    Raises:
+        ValueError: no pair of ``ops`` is token-aligned (the message lists the reasons).
+    """
     sweeps: list[Sweep] = []
-    for op_a, op_b in progress_iter(list(itertools.combinations(ops, 2)), progress, "boolean"):
-        sweeps += boolean_interpolation(model, op_a, op_b, lambdas, progress=False, **kwargs).sweeps
-    return SweepSet("boolean", sweeps, meta={"ops": list(ops)})
+    ran: list[list[str]] = []
+    skipped: list[dict[str, Any]] = []
+    pairs = list(itertools.combinations(ops, 2))
+    for op_a, op_b in progress_iter(pairs, progress, "boolean"):
+        if align == "tokens":
+            alignment = operator_alignment(model, op_a, op_b, template)
+            if not alignment["aligned"]:
+                skipped.append(alignment)
+                continue
+        result = boolean_interpolation(
+            model, op_a, op_b, lambdas, template=template, align=align, progress=False, **kwargs
+        )
+        sweeps += result.sweeps
+        ran.append([op_a, op_b])
+    if not sweeps:
+        raise ValueError(
+            f"no pair of {list(ops)} is token-aligned in {template!r}: "
+            + "; ".join(str(s["reason"]) for s in skipped)
+        )
+    return SweepSet(
+        "boolean",
+        sweeps,
+        meta={
+            "ops": list(ops),
+            "template": template,
+            "align": align,
+            "pairs": ran,
+            "skipped": skipped,
+        },
+    )

@@ -11,6 +11,7 @@ from tl_continuous.experiments.interpolation import (
     boolean_interpolation,
     interpolate_prompts,
     interpolation_dataset,
+    operator_alignment,
 )
 from tl_continuous.experiments.prompts import load_dataset
 from tl_continuous.experiments.readouts import Readout
@@ -31,6 +32,7 @@ __all__ = [
     "interpolate_prompts",
     "interpolation_dataset",
     "load_dataset",
+    "operator_alignment",
     "scaling_sweep",
     "sum_curve",
     "sum_dataset",

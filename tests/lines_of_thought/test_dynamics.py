@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from tl_continuous._io import FormatError
 from tl_continuous.lines_of_thought.dynamics import (
     ResidualStatistics,
     VarianceLawFit,
@@ -203,3 +204,81 @@ def test_low_precision_inputs_are_analysed_in_float64(dtype):
     tol = 0.2 if dtype == torch.bfloat16 else 1e-3
     fit_ref, fit_low = VarianceLawFit.from_statistics(ref), VarianceLawFit.from_statistics(low)
     assert fit_low.lam == pytest.approx(fit_ref.lam, rel=tol)
+
+
+def test_excess_kurtosis_is_the_bias_corrected_one_of_scipy():
+    from scipy import stats as sps
+
+    from tl_continuous.lines_of_thought.dynamics import excess_kurtosis
+
+    known = torch.tensor([0.0, 1.0, 1.5, 2.0, 3.0, 3.5, 7.0, 10.0, -4.0], dtype=torch.float64)
+    got = float(excess_kurtosis(known[:, None])[0])
+    assert abs(got - float(sps.kurtosis(known.numpy(), bias=False))) < 1e-12
+    # the biased value differs: the test can tell the two conventions apart
+    assert abs(got - float(sps.kurtosis(known.numpy(), bias=True))) > 0.1
+    with pytest.raises(ValueError, match="at least 4 samples"):
+        excess_kurtosis(known[:3, None])
+    # ResidualStatistics: mean over coordinates of scipy's bias-corrected kurtosis of dx
+    gen = torch.Generator().manual_seed(0)
+    ens = linear_gaussian_ensemble(n=60, n_layers=3, d_model=6, rank=2, seed=3)
+    traj = ens.trajectories + 0.1 * torch.randn(ens.trajectories.shape, generator=gen).double()
+    s = ResidualStatistics.from_tensors(traj, ens.U, ens.S, progress=False)
+    for j in range(len(s.t)):
+        t, tau = int(s.t[j]), int(s.tau[j])
+        dx = residuals(traj, ens.U, ens.S, t, tau).numpy()
+        expected = float(np.mean(sps.kurtosis(dx, axis=0, bias=False)))
+        assert abs(float(s.kurtosis[j]) - expected) < 1e-12
+
+
+def test_from_lines_takes_times_from_layer_names_and_the_model_config():
+    from tl_continuous.lines_of_thought.bases import TrajectoryBases
+    from tl_continuous.lines_of_thought.ensemble import LinesOfThought
+
+    ens = linear_gaussian_ensemble(n=40, n_layers=4, d_model=5, rank=2, seed=2)
+    names = [f"blocks.{i}.hook_resid_post" for i in (0, 1, 2)] + ["ln_final.hook_normalized"]
+    lot = LinesOfThought(
+        trajectories=ens.trajectories.float(),
+        layer_names=names,
+        metadata={"model_config": {"n_layers": 6}},  # what collect_shards records
+    )
+    bases = TrajectoryBases.from_ensemble(lot)
+    s = ResidualStatistics.from_lines(lot, bases, progress=False)
+    assert s.times.tolist() == [1.0, 2.0, 3.0, 7.0]  # the final norm after block 6
+    direct = ResidualStatistics.from_tensors(
+        lot.trajectories, bases.U, bases.S, times=s.times, progress=False
+    )
+    assert torch.equal(s.variance, direct.variance) and torch.equal(s.kurtosis, direct.kurtosis)
+    assert ResidualStatistics.from_lines(lot, bases, n_blocks=3, progress=False).times[
+        -1
+    ] == pytest.approx(4.0)
+    lot.metadata = {}
+    assert ResidualStatistics.from_lines(lot, bases, progress=False).times[-1] == 4.0
+    times = torch.tensor([0.0, 1.0, 2.0, 3.0], dtype=torch.float64)
+    assert torch.equal(
+        ResidualStatistics.from_lines(lot, bases, times=times, progress=False).times, times
+    )
+
+
+def test_statistics_files_of_the_biased_convention_are_converted_when_read(tmp_path):
+    from scipy import stats as sps
+
+    from tl_continuous._io import load_tensors, save_tensors
+    from tl_continuous.lines_of_thought.dynamics import STATISTICS_FORMAT, VERSION
+
+    ens = linear_gaussian_ensemble(n=30, n_layers=3, d_model=4, rank=2, seed=1)
+    stats = ResidualStatistics.from_tensors(ens.trajectories, ens.U, ens.S, progress=False)
+    path = stats.save(tmp_path / "s.st")
+    fields, tensors = load_tensors(path, STATISTICS_FORMAT, VERSION)
+    assert fields["kurtosis"] == "bias-corrected"
+    assert torch.equal(ResidualStatistics.load(path).kurtosis, stats.kurtosis)
+    # a file from before: biased g2, no convention in the header
+    dx = residuals(ens.trajectories, ens.U, ens.S, 0, 1).numpy()
+    g2 = float(np.mean(sps.kurtosis(dx, axis=0, bias=True)))
+    old = tensors | {"kurtosis": torch.full_like(tensors["kurtosis"], g2)}
+    del fields["kurtosis"]
+    save_tensors(path, STATISTICS_FORMAT, VERSION, old, fields)
+    expected = float(np.mean(sps.kurtosis(dx, axis=0, bias=False)))
+    assert float(ResidualStatistics.load(path).kurtosis[0]) == pytest.approx(expected, abs=1e-12)
+    save_tensors(path, STATISTICS_FORMAT, VERSION, old, fields | {"kurtosis": "other"})
+    with pytest.raises(FormatError, match="unknown kurtosis convention 'other'"):
+        ResidualStatistics.load(path)

@@ -9,7 +9,14 @@ import pytest
 import scipy.linalg
 import torch
 
-from tl_continuous.lines_of_thought.langevin import LangevinModel, orthogonal_path
+from tl_continuous.lines_of_thought.bases import TrajectoryBases
+from tl_continuous.lines_of_thought.dynamics import VarianceLawFit, extrapolate
+from tl_continuous.lines_of_thought.langevin import (
+    FORMAT,
+    VERSION,
+    LangevinModel,
+    orthogonal_path,
+)
 from tl_continuous.lines_of_thought.synthetic import linear_gaussian_ensemble
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -71,15 +78,81 @@ def test_reflection_has_no_logarithm_but_a_path_that_stays_orthogonal():
         orthogonal_path(2 * q)
 
 
-def test_model_with_a_reflected_segment_simulates():
-    ens = linear_gaussian_ensemble(n=40, n_layers=4, d_model=5, rank=5, seed=0)
+def _reflected_ensemble(n: int = 40, seed: int = 0):
+    """A full-rank noise-free ensemble whose bases carry one sign flip from layer 2 on, so
+    that segment 1 (layer 1 to 2) has ``det(U_1^T U_2) = -1``."""
+    ens = linear_gaussian_ensemble(n=n, n_layers=4, d_model=5, rank=5, rotation=0.6, seed=seed)
     U = ens.U.clone()
     U[2:, :, 3] *= -1  # a sign flip the realignment did not undo
-    model = LangevinModel.from_tensors(U, ens.S, alpha=0.01, lam=0.1)
+    return ens, U
+
+
+def test_reflected_segment_noise_free_endpoint_is_the_linear_extrapolation(tmp_path):
+    ens, U = _reflected_ensemble()
+    model = LangevinModel.from_tensors(U, ens.S, alpha=0.0, lam=0.0)
+    dets = [float(torch.linalg.det(U[i].T @ U[i + 1])) for i in range(3)]
+    assert [round(d) for d in dets] == [1, -1, 1]
     assert model.reflected == [1]
-    x = model.simulate(ens.trajectories[:, 0], start=0, horizon=3, dt=0.1)
-    assert x.shape == (40, 4, 5)
-    assert bool(x.isfinite().all())
+    assert model.reflected_columns == [-1, 3, -1]
+    x = ens.trajectories
+    zero = torch.zeros(5, 5, dtype=torch.float64)
+    for seg in range(3):
+        ext = extrapolate(x[:, seg], U[seg], ens.S[seg], U[seg + 1], ens.S[seg + 1])
+        for n in range(4):
+            # the Fokker-Planck mean with zero covariance is the noise-free drift's solution
+            means, covs = model.moments(x[n, seg], zero, start=seg, horizon=1, dt=0.01)
+            err = float((means[1] - ext[n]).norm() / ext[n].norm())
+            assert err < 1e-6, (seg, n, err)
+            assert float(covs[1].abs().max()) < 1e-12
+        # Euler-Maruyama without noise: first-order convergence to the same endpoint
+        errs = []
+        for dt in (0.02, 0.01):
+            sim = model.simulate(x[:, seg], start=seg, horizon=1, dt=dt, noise=False)
+            errs.append(float(((sim[:, 1] - ext).norm(dim=-1) / ext.norm(dim=-1)).max()))
+        assert errs[1] < 0.05
+        assert 1.6 < errs[0] / errs[1] < 2.4, errs
+    # the reflected segment's basis: U_1 with column 3 negated at the start, U_2 at the end
+    start, end = model.rotation(2.0, 1), model.rotation(3.0, 1)
+    assert torch.allclose(start[:, 3], -U[1][:, 3], atol=1e-10)
+    assert torch.allclose(start[:, :3], U[1][:, :3], atol=1e-10)
+    assert torch.allclose(end, U[2], atol=1e-9)
+    # recorded in the saved model
+    back = LangevinModel.load(model.save(tmp_path / "m.safetensors"))
+    assert back.reflected == [1]
+    assert back.reflected_columns == [-1, 3, -1]
+    from tl_continuous._io import load_tensors
+
+    fields, _ = load_tensors(tmp_path / "m.safetensors", FORMAT, VERSION)
+    assert fields["reflected"] == [1]
+
+
+def test_saved_reflections_must_match_the_bases(tmp_path):
+    from tl_continuous._io import FormatError, load_tensors, save_tensors
+
+    ens, U = _reflected_ensemble()
+    path = LangevinModel.from_tensors(U, ens.S, alpha=0.0, lam=0.0).save(tmp_path / "m.st")
+    fields, tensors = load_tensors(path, FORMAT, VERSION)
+    save_tensors(path, FORMAT, VERSION, tensors, fields | {"reflected_columns": [-1, -1, -1]})
+    with pytest.raises(FormatError, match="reflected columns"):
+        LangevinModel.load(path)
+    # a file written before the reflections were recorded: they are recomputed from U
+    old = {k: v for k, v in fields.items() if not k.startswith("reflected")}
+    save_tensors(path, FORMAT, VERSION, tensors, old)
+    assert LangevinModel.load(path).reflected_columns == [-1, 3, -1]
+
+
+def test_from_bases_refuses_bases_that_were_not_realigned():
+    ens = linear_gaussian_ensemble(n=20, n_layers=3, d_model=4, rank=4, seed=1)
+    names = [f"blocks.{i}.hook_resid_post" for i in range(3)]
+    fit = VarianceLawFit.fit(
+        torch.tensor([1.0, 2.0, 3.0]), 0.5 * torch.exp(0.3 * torch.tensor([1.0, 2.0, 3.0]))
+    )
+    raw = TrajectoryBases(U=ens.U, S=ens.S, layer_names=names, realigned=False)
+    with pytest.raises(ValueError, match="bases must be realigned"):
+        LangevinModel.from_bases(raw, fit)
+    ok = TrajectoryBases(U=ens.U, S=ens.S, layer_names=names, realigned=True)
+    model = LangevinModel.from_bases(ok, fit)
+    assert model.alpha == pytest.approx(0.5) and model.lam == pytest.approx(0.3)
 
 
 def test_rotation_hits_the_bases_at_layers_and_drift_matches_finite_differences():
@@ -151,17 +224,32 @@ def test_simulation_and_moments_reproduce_the_known_mean_and_covariance():
     assert np.allclose(np.cov(y.T), c_y, rtol=0.05, atol=0.03 * np.abs(c_y).max())
 
 
-def test_simulation_matches_moments_with_a_turning_basis():
+@pytest.mark.parametrize("reflected", [False, True])
+def test_simulation_matches_moments_with_a_turning_basis(reflected):
+    """Fokker-Planck moments (RK4) against Euler-Maruyama statistics of 30000 paths.
+
+    Tolerances: the mean within five standard errors plus 0.5% (Euler's O(dt) bias at
+    dt = 0.005), the covariance within 5% of its largest entry (sampling error of a covariance
+    from 30000 paths is about 1% of it).
+    """
     d = 4
     ens = linear_gaussian_ensemble(n=20, n_layers=5, d_model=d, rank=d, rotation=0.7, seed=7)
-    model = LangevinModel.from_tensors(ens.U, ens.S, alpha=0.2, lam=0.3)
+    U = ens.U.clone()
+    if reflected:
+        U[2:, :, 1] *= -1
+    model = LangevinModel.from_tensors(U, ens.S, alpha=0.2, lam=0.3)
+    assert model.reflected == ([1] if reflected else [])
     m0 = torch.tensor([1.0, 0.0, -1.0, 2.0], dtype=torch.float64)
     c0 = 0.2 * torch.eye(d, dtype=torch.float64)
     means, covs = model.moments(m0, c0, start=0, horizon=4, dt=0.05)
+    # the mean follows the noise-free extrapolation from layer 0, whatever the noise
+    for k in range(1, 5):
+        ext = extrapolate(m0[None], U[0], ens.S[0], U[k], ens.S[k])[0]
+        assert torch.allclose(means[k], ext, rtol=1e-6, atol=1e-6 * float(ext.norm()))
     gen = torch.Generator().manual_seed(3)
     x0 = m0 + c0.diag().sqrt() * torch.randn(30000, d, generator=gen, dtype=torch.float64)
     sim = model.simulate(x0, start=0, horizon=4, dt=0.005, seed=2)
-    for k in (1, 4):
+    for k in (1, 2, 4):
         c = covs[k]
         se = 5 * float(c.diag().max()) ** 0.5 / 30000**0.5  # five standard errors
         assert torch.allclose(sim[:, k].mean(0), means[k], atol=se, rtol=0.005)
@@ -181,7 +269,7 @@ def test_truncated_bases_save_load_and_errors(tmp_path):
         model.simulate(x0, start=1, horizon=3)
     with pytest.raises(ValueError, match="dt"):
         model.simulate(x0, start=0, horizon=1, dt=0.0)
-    with pytest.raises((ValueError, TypeError)):
+    with pytest.raises(ValueError, match=r"x0 must be \[batch, d_model=8\]"):
         model.simulate(x0[:, :5], start=0, horizon=1)
     with pytest.raises(ValueError, match="alpha"):
         LangevinModel.from_tensors(ens.U, ens.S, alpha=0.05, lam=-0.1)

@@ -52,6 +52,7 @@ __all__ = [
     "ResidualStatistics",
     "VarianceLawFit",
     "default_times",
+    "excess_kurtosis",
     "extrapolate",
     "extrapolation_gains",
     "residuals",
@@ -62,6 +63,9 @@ __all__ = [
 STATISTICS_FORMAT = "tl_continuous.lines_of_thought.residual_statistics"
 FIT_FORMAT = "tl_continuous.lines_of_thought.variance_law_fit"
 VERSION = 1
+KURTOSIS_CONVENTION = "bias-corrected"
+"""Header value of a :class:`ResidualStatistics` file whose kurtosis is bias-corrected; files
+without it (written before) hold the biased one and are converted exactly when read."""
 
 _F64 = torch.float64
 
@@ -200,6 +204,30 @@ def valid_pairs(
     return [(t, tau) for t in range(lo, hi) for tau in range(1, top + 1) if t + tau < hi]
 
 
+def excess_kurtosis(x: Float[Tensor, "n d"]) -> Float[Tensor, " d"]:
+    """Bias-corrected excess kurtosis of each column of ``x`` (over dimension 0).
+
+    The paper's convention (MATLAB ``kurtosis(x, 0) - 3``, ``scipy.stats.kurtosis(x,
+    bias=False)``): from the biased ``g2 = m4 / m2^2 - 3`` (central moments with ``1/n``),
+    ``G2 = ((n + 1) g2 + 6) (n - 1) / ((n - 2) (n - 3))``, unbiased for a normal sample.
+
+    Raises:
+        ValueError: with fewer than 4 samples (the correction is undefined).
+
+    >>> x = torch.tensor([[0.0], [1.0], [2.0], [3.0], [10.0]], dtype=torch.float64)
+    >>> from scipy import stats
+    >>> abs(float(excess_kurtosis(x)[0]) - float(stats.kurtosis(x[:, 0], bias=False))) < 1e-12
+    True
+    """
+    n = x.shape[0]
+    if n < 4:
+        raise ValueError(f"x must hold at least 4 samples for the bias correction (got {n})")
+    c = x.to(_F64) - x.to(_F64).mean(0)
+    m2 = (c**2).mean(0)
+    g2 = (c**4).mean(0) / m2**2 - 3.0
+    return ((n + 1) * g2 + 6.0) * (n - 1) / ((n - 2) * (n - 3))
+
+
 def _summaries(dx: Tensor, level: float) -> dict[str, Any]:
     """Per-pair summaries of a residual matrix ``dx [n, d]`` (float64)."""
     n, d = dx.shape
@@ -219,8 +247,7 @@ def _summaries(dx: Tensor, level: float) -> dict[str, Any]:
     d_live = int(live.sum())
     off = max(d_live * (d_live - 1), 1)
     cross = math.sqrt(max(float(corr2) - d_live, 0.0) / off)
-    m2 = (c[:, live] ** 2).mean(0)
-    kurt = (c[:, live] ** 4).mean(0) / m2**2 - 3.0
+    kurt = excess_kurtosis(c[:, live]) if n >= 4 else torch.full((d_live,), math.nan)
     if n >= 20 and d_live > 0:
         pvals = sps.normaltest(cz.numpy(), axis=0).pvalue
         reject = float(np.mean(pvals < level))
@@ -257,6 +284,9 @@ class ResidualStatistics:
         cross_correlation: root mean square of the off-diagonal correlation coefficients;
             independent coordinates give about :attr:`cross_correlation_null`.
         kurtosis: excess kurtosis of each coordinate, averaged over coordinates (0: Gaussian).
+            Bias-corrected, the paper's convention (MATLAB ``kurtosis(x, 0) - 3``,
+            ``scipy.stats.kurtosis(x, bias=False)``; :func:`excess_kurtosis`); NaN with fewer
+            than 4 trajectories.
         normal_reject: fraction of coordinates whose D'Agostino-Pearson test
             (``scipy.stats.normaltest``) rejects normality at ``level`` (about ``level`` if
             Gaussian).
@@ -377,16 +407,40 @@ class ResidualStatistics:
         )
 
     @classmethod
-    def from_lines(cls, lines: Any, bases: Any, **kwargs: Any) -> ResidualStatistics:
+    def from_lines(
+        cls, lines: Any, bases: Any, *, n_blocks: int | None = None, **kwargs: Any
+    ) -> ResidualStatistics:
         """Adapter for a ``LinesOfThought`` ensemble and its ``TrajectoryBases``.
 
         Reads ``lines.trajectories``, ``bases.U`` and ``bases.S``; the layer times default to
         :func:`times_from_layer_names` of ``lines.layer_names`` (block ``i`` -> ``i + 1``).
-        Keyword arguments go to :meth:`from_tensors`.
+
+        Args:
+            lines: the ensemble.
+            bases: its bases (``bases.U``, ``bases.S``).
+            n_blocks: the model's block count, which places a final-norm layer at
+                ``n_blocks + 1``; default: ``lines.metadata["model_config"]["n_layers"]`` (what
+                :func:`~tl_continuous.lines_of_thought.collect.collect_shards` records), else
+                one after the layer before it.
+            **kwargs: passed to :meth:`from_tensors` (``times`` overrides the layer names).
+
+        >>> from tl_continuous.lines_of_thought import LinesOfThought, TrajectoryBases
+        >>> from tl_continuous.lines_of_thought.synthetic import linear_gaussian_ensemble
+        >>> ens = linear_gaussian_ensemble(n=30, n_layers=3, d_model=4, rank=4, seed=0)
+        >>> names = [f"blocks.{i}.hook_resid_post" for i in (0, 2, 4)]
+        >>> lot = LinesOfThought(trajectories=ens.trajectories.float(), layer_names=names)
+        >>> bases = TrajectoryBases.from_ensemble(lot)
+        >>> ResidualStatistics.from_lines(lot, bases, progress=False).times
+        tensor([1., 3., 5.], dtype=torch.float64)
         """
-        if "times" not in kwargs and hasattr(lines, "layer_names"):
-            n_blocks = getattr(lines, "metadata", {}).get("n_layers")
-            kwargs["times"] = times_from_layer_names(list(lines.layer_names), n_blocks)
+        if "times" not in kwargs:
+            if n_blocks is None:
+                config = getattr(lines, "metadata", {}).get("model_config") or {}
+                n_blocks = config.get("n_layers")
+            names = list(lines.layer_names)
+            kwargs["times"] = times_from_layer_names(
+                names, None if n_blocks is None else int(n_blocks)
+            )
         return cls.from_tensors(lines.trajectories, bases.U, bases.S, **kwargs)
 
     def table(self, name: str = "variance") -> Float[Tensor, "layer layer"]:
@@ -436,17 +490,27 @@ class ResidualStatistics:
         )
 
     def save(self, path: str | os.PathLike[str]) -> Path:
-        """Write one safetensors file (every tensor field) whose header carries ``n_samples``
-        and ``level``; returns the path. The write is atomic.
+        """Write one safetensors file (every tensor field) whose header carries ``n_samples``,
+        ``level`` and the kurtosis convention (``"kurtosis": "bias-corrected"``); returns the
+        path. The write is atomic.
         """
         names = ("t", "tau", "times", "coord_variance", *self._PER_PAIR)
         tensors = {k: getattr(self, k) for k in names}
-        fields = {"n_samples": self.n_samples, "level": self.level}
+        fields = {
+            "n_samples": self.n_samples,
+            "level": self.level,
+            "kurtosis": KURTOSIS_CONVENTION,
+        }
         return save_tensors(path, STATISTICS_FORMAT, VERSION, tensors, fields)
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> ResidualStatistics:
         """Read a file written by :meth:`save`.
+
+        A file without the ``kurtosis`` header field was written with the biased excess
+        kurtosis ``g2``; it is converted exactly to the bias-corrected one,
+        ``G2 = ((n + 1) g2 + 6) (n - 1) / ((n - 2) (n - 3))`` (affine in ``g2`` at fixed ``n``,
+        so it commutes with the mean over coordinates).
 
         Raises:
             FileNotFoundError: no file at ``path``.
@@ -455,11 +519,15 @@ class ResidualStatistics:
         fields, tensors = load_tensors(path, STATISTICS_FORMAT, VERSION, "ResidualStatistics")
         names = ("t", "tau", "times", "coord_variance", *cls._PER_PAIR)
         with reading(path, "ResidualStatistics"):
-            return cls(
-                n_samples=int(fields["n_samples"]),
-                level=float(fields["level"]),
-                **{k: tensors[k] for k in names},
-            )
+            n = int(fields["n_samples"])
+            kw = {k: tensors[k] for k in names}
+            convention = fields.get("kurtosis", "biased")
+            if convention == "biased":
+                g2 = kw["kurtosis"].to(_F64)
+                kw["kurtosis"] = ((n + 1) * g2 + 6.0) * (n - 1) / ((n - 2) * (n - 3))
+            elif convention != KURTOSIS_CONVENTION:
+                raise ValueError(f"unknown kurtosis convention {convention!r}")
+            return cls(n_samples=n, level=float(fields["level"]), **kw)
 
 
 def _eta_squared(y: np.ndarray, groups: np.ndarray) -> float:

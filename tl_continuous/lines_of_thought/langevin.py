@@ -20,13 +20,37 @@ real Schur form ``Q = Z T Z^T`` (``scipy.linalg.schur(output="real")``) is block
 2x2 rotation blocks of angle ``theta`` in [-pi, pi] and 1x1 blocks ``+1`` or ``-1``. The
 logarithm is the block-diagonal skew matrix of the angles; ``expm(a log Q)`` rotates each plane
 by ``a * theta`` in closed form. Near-pi rotations are exact (``atan2``), and pairs of ``-1``
-eigenvalues are joined into rotations by pi. A determinant of -1 (a reflection left by the
-realignment) has no real logarithm and no continuous path in O(d) joins ``U1`` to ``U2``: the
-one unpaired ``-1`` direction is held fixed inside the segment and flips at the next layer
-itself (``R`` is right-continuous there); :attr:`LangevinModel.reflected` records where this
-happened. When the bases are truncated (``rank < d_model``) ``U1^T U2`` is first replaced by
-its nearest orthogonal matrix (polar decomposition), and ``R(t)`` stays in ``span(U1)``.
-Everything runs in float64.
+eigenvalues are joined into rotations by pi. When the bases are truncated
+(``rank < d_model``) ``U1^T U2`` is first replaced by its nearest orthogonal matrix (polar
+decomposition), and ``R(t)`` stays in ``span(U1)``. Everything runs in float64.
+
+**Reflected segments.** With ``y = R(t)^T x`` the noise-free drift gives ``dy/dt = S'(t) y``
+(``R^T R = I`` makes ``R'^T R + R^T R' = 0``), so it carries ``x(t1)`` to
+``R(t2) S(t2) S(t1)^-1 R(t1)^T x(t1)``: the linear extrapolation
+``U2 S2 S1^-1 U1^T x(t1)`` when ``R`` runs from ``U1`` to ``U2`` and the bases span the space
+(``rank = d_model``; with truncated bases the part of ``x`` outside ``span(U1)`` is carried
+unchanged). When ``det Q = -1`` (a reflection the realignment left) no such path exists: a
+reflection is not on the path of rotations, and the flow of any linear ODE has a positive
+determinant (``det = exp(int tr A dt)``) while the extrapolation map, ``Q`` times positive
+gains, has a negative one. The model then splits the segment map into a reflection applied at
+a defined time and a rotation:
+
+* ``k`` is the column with the smallest ``Q[k, k]`` (the least aligned matched pair): flipping
+  its sign, ``F_k = diag(1, .., -1 at k, .., 1)``, brings ``F_k Q`` closest to the identity
+  (``|F_k Q - I|_F^2 = 2 rank - 2 tr(F_k Q)``), and ``det(F_k Q) = +1``;
+* at the start of the segment (just after layer ``t1``'s state) the state is reflected across
+  the hyperplane orthogonal to ``u_k(t1)``: ``x -> x - 2 <u_k(t1), x> u_k(t1)``;
+* inside the segment ``R(t) = U1 F_k expm(a logm(F_k Q))``, which starts at ``U1`` with the sign
+  of column ``k`` flipped (the same singular directions, so ``R S' R^T`` is unchanged) and ends
+  exactly at ``U2``.
+
+Composed, ``U2 S2 S1^-1 (U1 F_k)^T (I - 2 u_k u_k^T) x = U2 S2 S1^-1 U1^T x``: the noise-free
+endpoint is the linear extrapolation on every segment, reflected or not. The noise of the
+segment enters after the reflection (an isotropic noise is unchanged by it), and
+:meth:`LangevinModel.moments` applies the same reflection to the mean and covariance
+(``m -> H m``, ``C -> H C H``, ``H = I - 2 u_k u_k^T``). :attr:`LangevinModel.reflected` lists
+the reflected segments and :attr:`LangevinModel.reflected_columns` the column ``k`` of each;
+both are stored by :meth:`LangevinModel.save`.
 
 >>> from tl_continuous.lines_of_thought.synthetic import linear_gaussian_ensemble
 >>> ens = linear_gaussian_ensemble(n=50, n_layers=4, d_model=5, rank=5, seed=0)
@@ -52,7 +76,7 @@ from jaxtyping import Float
 from scipy.interpolate import CubicSpline
 from torch import Tensor
 
-from tl_continuous._io import load_tensors, reading, save_tensors
+from tl_continuous._io import FormatError, load_tensors, reading, save_tensors
 from tl_continuous._progress import progress as progress_iter
 from tl_continuous.lines_of_thought.dynamics import VarianceLawFit, default_times
 
@@ -167,6 +191,9 @@ class LangevinModel:
         times: time of each layer (default ``1..layer``, the convention of the variance fit).
         alpha: noise prefactor.
         lam: noise rate; the diffusion coefficient is ``alpha * lam * exp(lam * t)``.
+        reflected_columns: per segment ``i`` (layer ``i`` to ``i + 1``), the column ``k`` whose
+            reflection splits a segment with ``det(U_i^T U_{i+1}) = -1``, or ``-1`` for a
+            rotation (computed from ``U``; see the module docstring).
     """
 
     U: Float[Tensor, "layer d_model rank"]
@@ -174,6 +201,7 @@ class LangevinModel:
     times: Float[Tensor, " layer"]
     alpha: float
     lam: float
+    reflected_columns: list[int] = field(init=False)
     paths: list[OrthogonalPath] = field(init=False, repr=False)
     _spline: Any = field(init=False, repr=False)
     _turn_cache: dict[int, Tensor] = field(init=False, repr=False, default_factory=dict)
@@ -195,11 +223,17 @@ class LangevinModel:
                 f"lam={self.lam}); a shrinking variance law has no diffusion"
             )
         u = self.U.numpy()
-        self.paths = []
+        self.paths, self.reflected_columns = [], []
         for i in range(n_layers - 1):
             q = u[i].T @ u[i + 1]
             if r < d or not np.allclose(q.T @ q, np.eye(r), atol=1e-6):
                 q = _nearest_orthogonal(q)
+            k = -1
+            if np.linalg.det(q) < 0:  # split off the reflection of the least aligned column
+                k = int(np.argmin(np.diag(q)))
+                q = q.copy()
+                q[k] *= -1
+            self.reflected_columns.append(k)
             self.paths.append(orthogonal_path(q))
         floor = self.S.max(dim=1, keepdim=True).values * 1e-12
         log_s = torch.log(torch.maximum(self.S, floor.clamp_min(1e-300))).numpy()
@@ -235,7 +269,18 @@ class LangevinModel:
 
     @classmethod
     def from_bases(cls, bases: Any, fit: VarianceLawFit, **kwargs: Any) -> LangevinModel:
-        """Adapter for a ``TrajectoryBases`` (reads ``bases.U`` and ``bases.S``)."""
+        """Adapter for a ``TrajectoryBases`` (reads ``bases.U`` and ``bases.S``).
+
+        Raises:
+            ValueError: if ``bases`` were not realigned (``bases.realigned`` false): without
+                realignment index ``i`` does not follow one direction across layers and the
+                interpolation between layers means nothing.
+        """
+        if not getattr(bases, "realigned", False):
+            raise ValueError(
+                "bases must be realigned (TrajectoryBases.from_ensemble(..., realign=True)); "
+                "got bases with realigned=False"
+            )
         return cls.from_fit(bases.U, bases.S, fit, **kwargs)
 
     # the model's coefficients ----------------------------------------------------------------
@@ -248,7 +293,24 @@ class LangevinModel:
     @property
     def reflected(self) -> list[int]:
         """Segments ``i`` (layer ``i`` to ``i + 1``) whose ``det(U_i^T U_{i+1}) = -1``."""
-        return [i for i, p in enumerate(self.paths) if p.reflected]
+        return [i for i, k in enumerate(self.reflected_columns) if k >= 0]
+
+    def _start_basis(self, i: int) -> Tensor:
+        """``R`` at the start of segment ``i``: ``U_i``, column ``k`` negated if reflected."""
+        k = self.reflected_columns[i]
+        if k < 0:
+            return self.U[i]
+        b = self.U[i].clone()
+        b[:, k] = -b[:, k]
+        return b
+
+    def reflection(self, i: int) -> Float[Tensor, "d_model d_model"] | None:
+        """``H = I - 2 u_k u_k^T`` applied at the start of a reflected segment ``i``, else None."""
+        k = self.reflected_columns[i]
+        if k < 0:
+            return None
+        u = self.U[i][:, k]
+        return torch.eye(u.shape[0], dtype=_F64) - 2 * torch.outer(u, u)
 
     def _segment(self, t: float) -> int:
         times = self.times
@@ -258,11 +320,15 @@ class LangevinModel:
         return min(max(i, 0), self.n_layers - 2)
 
     def rotation(self, t: float, segment: int | None = None) -> Float[Tensor, "d_model rank"]:
-        """``R(t)``, the interpolated basis (``segment`` pins the segment at its end points)."""
+        """``R(t)``, the interpolated basis (``segment`` pins the segment at its end points).
+
+        ``R`` is ``U_{i+1}`` at the end of segment ``i`` and ``U_i`` at its start, with the sign
+        of the reflected column negated on a reflected segment.
+        """
         i = self._segment(t) if segment is None else segment
         t1, t2 = float(self.times[i]), float(self.times[i + 1])
         a = (t - t1) / (t2 - t1)
-        return self.U[i] @ torch.from_numpy(self.paths[i].at(a))
+        return self._start_basis(i) @ torch.from_numpy(self.paths[i].at(a))
 
     def log_growth(self, t: float) -> Float[Tensor, " rank"]:
         """``S'(t)``: ``sigma_i'(t) / sigma_i(t)``, the derivative of the spline of ``ln sigma``."""
@@ -275,7 +341,10 @@ class LangevinModel:
     def drift_matrix(self, t: float, segment: int | None = None) -> Float[Tensor, "d d"]:
         """``A(t) = R'(t) R(t)^T + R(t) S'(t) R(t)^T`` as a ``d_model x d_model`` matrix.
 
-        Inside segment ``i``, ``R'(t) R(t)^T = U_i logm(Q_i) U_i^T / (t_{i+1} - t_i)``.
+        Inside segment ``i``, ``R'(t) R(t)^T = B_i logm(Q_i) B_i^T / (t_{i+1} - t_i)``, with
+        ``B_i = U_i`` and ``Q_i = U_i^T U_{i+1}`` (a reflected segment: ``U_i`` and ``Q_i`` with
+        the reflected column's sign flipped). The reflection itself is not in ``A``: it is
+        the jump :meth:`reflection` at the segment's start.
         """
         i = self._segment(t) if segment is None else segment
         rot = self.rotation(t, i)
@@ -285,7 +354,8 @@ class LangevinModel:
         """``R' R^T`` of segment ``i`` (constant inside it), cached."""
         if i not in self._turn_cache:
             k = torch.from_numpy(self.paths[i].log()) / float(self.times[i + 1] - self.times[i])
-            self._turn_cache[i] = self.U[i] @ k @ self.U[i].T
+            b = self._start_basis(i)
+            self._turn_cache[i] = b @ k @ b.T
         return self._turn_cache[i]
 
     def _grid(self, start: int, horizon: int, dt: float) -> list[tuple[int, np.ndarray]]:
@@ -321,7 +391,8 @@ class LangevinModel:
         """Euler-Maruyama from layer index ``start`` for ``horizon`` layers.
 
         Each layer interval is cut into equal steps of at most ``dt``; the drift is evaluated
-        at the left end of each step, inside the current segment.
+        at the left end of each step, inside the current segment. A reflected segment starts
+        with its reflection (:meth:`reflection`, module docstring).
 
         Args:
             x0: initial points (any float dtype; integration in float64).
@@ -346,6 +417,9 @@ class LangevinModel:
         x = x0.detach().to(_F64).cpu().clone()
         out = [x.clone()]
         for i, ts in progress_iter(grid, enabled=progress, desc="Euler-Maruyama"):
+            h_ref = self.reflection(i)
+            if h_ref is not None:
+                x = x @ h_ref
             for t, t_next in itertools.pairwise(ts):
                 h = float(t_next - t)
                 a = self.drift_matrix(float(t), i)
@@ -369,7 +443,8 @@ class LangevinModel:
         """Mean and covariance of a Gaussian ensemble under the Fokker-Planck equation.
 
         Integrates ``dm/dt = A m`` and ``dC/dt = A C + C A^T + D(t) I`` with classical
-        Runge-Kutta (4th order) on the same grid as :meth:`simulate`.
+        Runge-Kutta (4th order) on the same grid as :meth:`simulate`; a reflected segment
+        starts with ``m -> H m``, ``C -> H C H`` (:meth:`reflection`).
 
         Returns:
             ``(means, covariances)`` at layers ``start, ..., start + horizon``.
@@ -388,6 +463,9 @@ class LangevinModel:
             return a @ m, ac + ac.T + self.diffusion(t) * eye
 
         for i, ts in grid:
+            h_ref = self.reflection(i)
+            if h_ref is not None:
+                m, c = h_ref @ m, h_ref @ c @ h_ref
             for t, t_next in itertools.pairwise(ts):
                 h = float(t_next - t)
                 t0, tm = float(t), float(t) + h / 2
@@ -405,28 +483,46 @@ class LangevinModel:
     # persistence -----------------------------------------------------------------------------
 
     def save(self, path: str | os.PathLike[str]) -> Path:
-        """Write one safetensors file (``U``, ``S``, ``times``) whose header carries ``alpha``
-        and ``lam``; returns the path.
+        """Write one safetensors file (``U``, ``S``, ``times``) whose header carries ``alpha``,
+        ``lam``, ``reflected`` and ``reflected_columns``; returns the path.
 
         The file is written to a temporary name and renamed into place.
         """
         tensors = {"U": self.U, "S": self.S, "times": self.times}
-        return save_tensors(path, FORMAT, VERSION, tensors, {"alpha": self.alpha, "lam": self.lam})
+        fields = {
+            "alpha": self.alpha,
+            "lam": self.lam,
+            "reflected": self.reflected,
+            "reflected_columns": self.reflected_columns,
+        }
+        return save_tensors(path, FORMAT, VERSION, tensors, fields)
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> LangevinModel:
         """Read a model written by :meth:`save`.
 
+        The reflections are recomputed from ``U`` (the file's inputs determine the model); the
+        recorded ones, when the header has them, must agree.
+
         Raises:
             FileNotFoundError: no file at ``path``.
-            FormatError: the file is damaged or holds another result type or version.
+            FormatError: the file is damaged or holds another result type or version, or its
+                recorded reflections disagree with the ones its bases give.
         """
         fields, tensors = load_tensors(path, FORMAT, VERSION, "LangevinModel")
         with reading(path, "LangevinModel"):
-            return cls(
+            model = cls(
                 U=tensors["U"],
                 S=tensors["S"],
                 times=tensors["times"],
                 alpha=float(fields["alpha"]),
                 lam=float(fields["lam"]),
             )
+            # files written before the reflections were recorded lack the field
+            stored = [int(k) for k in fields.get("reflected_columns", model.reflected_columns)]
+        if stored != model.reflected_columns:
+            raise FormatError(
+                f"path {path} records reflected columns {stored} but its bases give "
+                f"{model.reflected_columns}; expected a consistent LangevinModel file"
+            )
+        return model

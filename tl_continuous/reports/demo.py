@@ -136,11 +136,7 @@ def build_report(
     from tl_continuous.lines_of_thought.bases import TrajectoryBases
     from tl_continuous.lines_of_thought.corpus import pseudo_sentences
     from tl_continuous.lines_of_thought.duration_sweep import DurationSweepLines
-    from tl_continuous.lines_of_thought.dynamics import (
-        ResidualStatistics,
-        VarianceLawFit,
-        times_from_layer_names,
-    )
+    from tl_continuous.lines_of_thought.dynamics import ResidualStatistics, VarianceLawFit
     from tl_continuous.lines_of_thought.ensemble import LinesOfThought
     from tl_continuous.lines_of_thought.truncation import truncation_kl_last_layer
     from tl_continuous.views.attention import duration_attention_view, durations_view
@@ -284,9 +280,8 @@ def build_report(
 
     def variance() -> None:
         lot, bases = state["lot"], state["bases"]
-        times = times_from_layer_names(list(lot.layer_names), model.cfg.n_layers)
-        stats = ResidualStatistics.from_tensors(
-            lot.trajectories, bases.U, bases.S, times=times, max_tau=s.max_tau, progress=sub
+        stats = ResidualStatistics.from_lines(
+            lot, bases, n_blocks=model.cfg.n_layers, max_tau=s.max_tau, progress=sub
         )
         n = stats.n_layers
         fit = VarianceLawFit.from_statistics(stats, layers=fit_range(n))

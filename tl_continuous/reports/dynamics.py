@@ -101,6 +101,46 @@ def _f(x: float, digits: int = 3) -> str:
     return "nan" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.{digits}g}"
 
 
+def _kurtosis_note(r: dict[str, Any]) -> str:
+    convention = r.get("kurtosis_convention")
+    if convention is None:
+        return (
+            "Excess kurtosis: the biased (population) estimate m4 / m2^2 - 3 (results written "
+            "before the bias-corrected convention; convert with `python -m "
+            "tl_continuous.reports.dynamics_results --bias-correct-kurtosis JSON` or "
+            "regenerate)."
+        )
+    note = f"Excess kurtosis: {convention}."
+    if r.get("kurtosis_converted"):
+        note += (
+            " The run stored the biased g2; its values were converted exactly "
+            "(G2 = ((n + 1) g2 + 6)(n - 1) / ((n - 2)(n - 3)), n = the ensemble's N) by "
+            "`python -m tl_continuous.reports.dynamics_results --bias-correct-kurtosis "
+            "JSON`, which recomputes the summaries and flags from the converted pairs."
+        )
+    return note
+
+
+def _reflection_note(r: dict[str, Any], times: list[float]) -> str:
+    lang = r.get("langevin")
+    if lang is None:
+        return (
+            "Reflected segments of the Langevin model (det(U_t^T U_{t+1}) = -1): not recorded "
+            "by this run, which predates their explicit handling (the model then held the "
+            "reflected direction fixed, so the drift missed the extrapolation on such a "
+            "segment); regenerate with the command above."
+        )
+    where = ", ".join(
+        f"t = {times[i]:g} -> {times[i + 1]:g} (column {k})"
+        for i, k in zip(lang["reflected"], lang["reflected_columns"], strict=True)
+    )
+    return (
+        "Reflected segments of the Langevin model (det(U_t^T U_{t+1}) = -1; the state is "
+        "reflected along the least aligned column at the segment's start, so the noise-free "
+        f"drift ends on the linear extrapolation): {where or 'none'}."
+    )
+
+
 def render_markdown(r: dict[str, Any], command: str) -> str:
     """The results table as markdown."""
     main = r["ensembles"][0]
@@ -156,6 +196,8 @@ def render_markdown(r: dict[str, Any], command: str) -> str:
         "ratio of the residual covariance over D; the null is an isotropic Gaussian sample of "
         "the same size.",
         "",
+        _kurtosis_note(r),
+        "",
         "## Predicted vs true ensembles",
         "",
         f"Classifier: held-out accuracy (5-fold) of an L2 logistic regression on all D "
@@ -168,6 +210,8 @@ def render_markdown(r: dict[str, Any], command: str) -> str:
         "of the true ensemble; scale = root of its total variance there. `extrapolation + "
         "noise` adds isotropic Gaussian noise of the fitted variance; the Langevin simulation "
         f"is Euler-Maruyama with dt = {r['dt']} from the true pilots at layer t.",
+        "",
+        _reflection_note(r, times),
         "",
         f"| t | tau | predictor | accuracy{with_null} | Gaussian W2 (floor) | sliced W2 (floor) "
         "| scale |",

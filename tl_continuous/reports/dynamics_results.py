@@ -29,16 +29,121 @@ from tl_continuous.lines_of_thought.controls import (
     untrained_model,
 )
 from tl_continuous.lines_of_thought.corpus import gibberish
-from tl_continuous.lines_of_thought.dynamics import (
-    ResidualStatistics,
-    VarianceLawFit,
-    times_from_layer_names,
-)
+from tl_continuous.lines_of_thought.dynamics import ResidualStatistics, VarianceLawFit
 from tl_continuous.lines_of_thought.ensemble import LinesOfThought
 from tl_continuous.lines_of_thought.langevin import LangevinModel
 from tl_continuous.reports.settings import default_sources, fit_range, shard_folder
 
-__all__ = ["analyse", "build_results", "collect", "extrapolation_classifier_check"]
+__all__ = [
+    "KURTOSIS_CONVENTION",
+    "analyse",
+    "bias_correct_kurtosis",
+    "build_results",
+    "collect",
+    "extrapolation_classifier_check",
+]
+
+KURTOSIS_CONVENTION = (
+    "bias-corrected excess kurtosis (the paper's: MATLAB kurtosis(x, 0) - 3, "
+    "scipy.stats.kurtosis(x, bias=False))"
+)
+"""The convention of every excess kurtosis in the results (``results["kurtosis_convention"]``)."""
+
+
+def _g2_to_bias_corrected(g2: float, n: int) -> float:
+    """``G2 = ((n + 1) g2 + 6) (n - 1) / ((n - 2) (n - 3))`` from the biased ``g2``."""
+    return ((n + 1) * g2 + 6.0) * (n - 1) / ((n - 2) * (n - 3))
+
+
+def bias_correct_kurtosis(results: dict[str, Any], *, atol: float = 1e-9) -> dict[str, Any]:
+    """Results written with the biased excess kurtosis, converted to the bias-corrected one.
+
+    A one-off step for results JSON written before :data:`KURTOSIS_CONVENTION` (those have no
+    ``"kurtosis_convention"`` key). The bias correction is an exact affine function of the
+    biased value at fixed ``n``, and every pair's kurtosis is a mean over coordinates of the
+    same ``n`` trajectories, so each stored pair value converts exactly; the ensemble summary
+    (mean over the fit range) and the layer diagnostics (mean absolute value, robust
+    z-scores, flags) are then recomputed from the converted pairs with the library's own code
+    (:class:`~tl_continuous.lines_of_thought.controls.DynamicsSummary`'s average,
+    :meth:`~tl_continuous.lines_of_thought.controls.LayerDiagnostics.from_statistics`). Before
+    converting, the same recomputation from the *stored* pairs must reproduce the stored
+    summary and diagnostics within ``atol``: otherwise the stored numbers do not determine
+    the result and a ``ValueError`` is raised. Run it as
+    ``python -m tl_continuous.reports.dynamics_results --bias-correct-kurtosis JSON``.
+
+    Raises:
+        ValueError: if ``results`` already carry a kurtosis convention, or the check fails.
+    """
+    import copy
+
+    if "kurtosis_convention" in results:
+        raise ValueError(
+            f"results already record kurtosis_convention={results['kurtosis_convention']!r}"
+        )
+    out = copy.deepcopy(results)
+    for e in out["ensembles"]:
+        n = int(e["n"])
+        fit = VarianceLawFit.from_dict(e["summary"]["fit"])
+        diag = e["diag"]
+        biased = _stats_from_pairs(e, n)
+        mean_b, diag_b = _kurtosis_readouts(biased, fit, diag)
+        if not (
+            math.isclose(mean_b, e["summary"]["kurtosis"], rel_tol=0, abs_tol=atol)
+            and _close(diag_b.kurtosis, diag["kurtosis"], atol)
+            and _close(diag_b.score, diag["score"], atol)
+        ):
+            raise ValueError(
+                f"the stored pairs of {e['summary']['name']!r} do not reproduce its stored "
+                "kurtosis summary and diagnostics; regenerate the results instead"
+            )
+        e["pairs"]["kurtosis"] = [_g2_to_bias_corrected(g, n) for g in e["pairs"]["kurtosis"]]
+        mean_c, diag_c = _kurtosis_readouts(_stats_from_pairs(e, n), fit, diag)
+        e["summary"]["kurtosis"] = mean_c
+        e["diag"] = diag_c.to_dict()
+    out["kurtosis_convention"] = KURTOSIS_CONVENTION
+    out["kurtosis_converted"] = (
+        "stored biased values converted exactly by "
+        "python -m tl_continuous.reports.dynamics_results --bias-correct-kurtosis"
+    )
+    return out
+
+
+def _close(a: list[float], b: list[float], atol: float) -> bool:
+    return len(a) == len(b) and all(
+        (math.isnan(x) and math.isnan(y)) or abs(x - y) <= atol for x, y in zip(a, b, strict=True)
+    )
+
+
+def _stats_from_pairs(e: dict[str, Any], n: int) -> ResidualStatistics:
+    """The per-pair statistics a results JSON keeps, as :class:`ResidualStatistics`
+    (``coord_variance`` and ``normal_pvalue``, which it does not keep, are placeholders)."""
+    pairs = e["pairs"]
+    p = len(pairs["t"])
+    col: dict[str, Any] = {
+        k: torch.tensor(pairs[k], dtype=torch.float64)
+        for k in ResidualStatistics._PER_PAIR
+        if k in pairs
+    }
+    return ResidualStatistics(
+        t=torch.tensor(pairs["t"], dtype=torch.long),
+        tau=torch.tensor(pairs["tau"], dtype=torch.long),
+        times=torch.tensor(e["times"], dtype=torch.float64),
+        n_samples=n,
+        coord_variance=torch.zeros(p, 1, dtype=torch.float64),
+        normal_pvalue=torch.full((p,), math.nan, dtype=torch.float64),
+        **col,
+    )
+
+
+def _kurtosis_readouts(
+    stats: ResidualStatistics, fit: VarianceLawFit, diag: dict[str, Any]
+) -> tuple[float, LayerDiagnostics]:
+    lo, hi = fit.layers
+    inside = stats.select((stats.t >= lo) & (stats.t + stats.tau < hi))
+    layer_diag = LayerDiagnostics.from_statistics(
+        stats, fit, max_tau=int(diag["max_tau"]), threshold=float(diag["threshold"])
+    )
+    return float(inside.kurtosis.mean()), layer_diag
 
 
 def collect(model: Any, tokens: Any, folder: Path, batch_size: int, progress: bool) -> Any:
@@ -57,10 +162,8 @@ def analyse(
 ) -> dict[str, Any]:
     """Bases, residual statistics, fit, summary and diagnostics of one ensemble."""
     bases = TrajectoryBases.from_ensemble(lot)
-    times = times_from_layer_names(list(lot.layer_names), n_blocks)
-    stats = ResidualStatistics.from_tensors(
-        lot.trajectories, bases.U, bases.S, times=times, progress=progress
-    )
+    stats = ResidualStatistics.from_lines(lot, bases, n_blocks=n_blocks, progress=progress)
+    times = stats.times
     summary = DynamicsSummary.from_statistics(name, lot.trajectories, stats, layers=fit_layers)
     diag = LayerDiagnostics.from_statistics(stats, summary.fit)
     return {"bases": bases, "stats": stats, "summary": summary, "diag": diag, "times": times}
@@ -295,6 +398,7 @@ def build_results(
         "corpus": corpus.metadata(),
         "k": k,
         "dt": dt,
+        "kurtosis_convention": KURTOSIS_CONVENTION,
         "ensembles": [],
     }
     main_analysis: dict[str, Any] = {}
@@ -357,8 +461,34 @@ def build_results(
         lam=fit.lam,
         times=main_analysis["times"],
     )
+    results["langevin"] = {
+        "reflected": langevin.reflected,
+        "reflected_times": [float(main_analysis["times"][i]) for i in langevin.reflected],
+        "reflected_columns": [langevin.reflected_columns[i] for i in langevin.reflected],
+    }
     results["moments"] = _moment_check(
         lot, langevin, lambda i: bases.U[i], chosen[0], moment_horizon, k, dt
     )
     results["timing"] = {"total_s": time.perf_counter() - t_start}
     return results
+
+
+def _main(argv: list[str] | None = None) -> int:
+    """``python -m tl_continuous.reports.dynamics_results --bias-correct-kurtosis JSON``."""
+    import argparse
+    import json
+
+    from tl_continuous._io import write_text
+
+    p = argparse.ArgumentParser(description=bias_correct_kurtosis.__doc__)
+    p.add_argument("--bias-correct-kurtosis", metavar="JSON", required=True)
+    args = p.parse_args(argv)
+    path = Path(args.bias_correct_kurtosis)
+    results = bias_correct_kurtosis(json.loads(path.read_text()))
+    write_text(path, json.dumps(results, indent=1))
+    print(f"wrote {path} (kurtosis: {KURTOSIS_CONVENTION})")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(_main())

@@ -516,6 +516,81 @@ def test_durations_validation() -> None:
     torch.testing.assert_close(d.positions, 0.0 + d.values.cumsum(-1))
 
 
+# --- zero durations: the rule of ContinuousSignal.forward ----------------------------------
+ZERO_ROW = r"continuous.hook_durations leave row {} without a token of positive duration"
+
+
+def _zero_row(row: int, values: list[float]) -> Callable[..., torch.Tensor]:
+    def hook(d: torch.Tensor, hook: Any) -> torch.Tensor:
+        d = d.clone()
+        d[row] = torch.tensor(values)
+        return d
+
+    return hook
+
+
+@pytest.mark.parametrize("kind", ["rotary", "learned"])
+def test_zero_prefix_is_the_prompt_without_it(make_tiny: MakeTiny, kind: str) -> None:
+    """Allowed side: an all-zero prefix leaves each later token exactly the logits of the
+    prompt without the prefix at the same positions (the prefix's own positions read no
+    attention). The table origin is ``d_0 = 0`` here, so the kept tokens sit at table
+    indices ``1, 2, ...``: the shortened prompt with ``start=1`` (a learned table tells)."""
+    model = make_tiny(kind)
+    with continuous(model, torch.tensor([0.0, 0, 0, 1, 1, 1, 1, 1])):
+        cut = model(TOKENS)
+    with continuous(model, Durations(torch.ones(5), start=1.0)):
+        short = model(TOKENS[:, 3:])
+    torch.testing.assert_close(cut[:, 3:], short, atol=1e-5, rtol=0)
+    assert torch.isfinite(cut).all()
+    # the boundary: only the last token keeps a duration
+    with continuous(model, torch.tensor([0.0] * 7 + [1.0])):
+        last = model(TOKENS)
+    with continuous(model, Durations(torch.ones(1), start=1.0)):
+        torch.testing.assert_close(last[:, -1:], model(TOKENS[:, -1:]), atol=1e-5, rtol=0)
+
+
+def test_row_without_positive_duration_is_refused(any_rotary: Any) -> None:
+    """Refused side: one row of the batch zeroed by a user's hook (the row is named); the
+    boundary row ``[0, ..., 0, 1]`` passes."""
+    tokens = torch.cat([TOKENS, TOKENS.flip(-1)])
+    with continuous(any_rotary, torch.ones(8)):
+        with pytest.raises(ValueError, match=ZERO_ROW.format(1) + r": row 1 = \[0, 0, 0"):
+            any_rotary.run_with_hooks(
+                tokens, fwd_hooks=[("continuous.hook_durations", _zero_row(1, [0.0] * 8))]
+            )
+        logits = any_rotary.run_with_hooks(
+            tokens, fwd_hooks=[("continuous.hook_durations", _zero_row(1, [0.0] * 7 + [1.0]))]
+        )
+    assert torch.isfinite(logits).all()
+
+
+def test_zero_durations_and_padding(any_learned: Any) -> None:
+    """Pads do not count either way: zero pads beside positive real tokens pass (and equal
+    the unpadded run); positive pads beside all-zero real tokens are refused."""
+    tokens = torch.tensor([[0, 0, 0, 9, 22, 5], [3, 17, 5, 9, 22, 5]])
+    mask = torch.ones_like(tokens)
+    mask[0, :3] = 0
+    ok = torch.tensor([[0.0, 0, 0, 1, 0.5, 2], [1, 1, 1, 1, 1, 1]])
+    with continuous(any_learned, ok):
+        padded = any_learned(tokens, attention_mask=mask)
+    with continuous(any_learned, ok[0, 3:]):
+        alone = any_learned(tokens[:1, 3:])
+    torch.testing.assert_close(padded[:1, 3:], alone, atol=1e-5, rtol=0)
+    bad = torch.tensor([[3.0, 3, 3, 0, 0, 0], [1, 1, 1, 1, 1, 1]])
+    message = ZERO_ROW.format(0) + r" \(pad positions do not count\): row 0 = \[3, 3, 3, 0"
+    with continuous(any_learned, bad), pytest.raises(ValueError, match=message):
+        any_learned(tokens, attention_mask=mask)
+
+
+def test_zero_durations_without_the_attention_term(any_rotary: Any) -> None:
+    """With ``attention=False`` durations only move positions: a zero row is allowed."""
+    with continuous(any_rotary, torch.ones(8), attention=False):
+        logits = any_rotary.run_with_hooks(
+            TOKENS, fwd_hooks=[("continuous.hook_durations", _zero_row(0, [0.0] * 8))]
+        )
+    assert torch.isfinite(logits).all()
+
+
 # --- padding and the KV cache --------------------------------------------------------------
 
 

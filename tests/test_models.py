@@ -68,7 +68,8 @@ def test_incomplete_conversion_is_never_loaded(monkeypatch, tmp_path):
     target = tmp_path / source.folder_name
 
     def boom():
-        raise KeyboardInterrupt  # stands for a crash after the folder was created
+        # stands for a crash after the folder was created
+        raise KeyboardInterrupt("crash mid-conversion")
 
     target.mkdir()
     (target / "config.json").write_text("{}")  # a half-written folder from a crash
@@ -78,7 +79,7 @@ def test_incomplete_conversion_is_never_loaded(monkeypatch, tmp_path):
         "smollm2-135m",
         models.ModelSource(source.name, source.folder_name, source.install_hint, boom),
     )
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(KeyboardInterrupt, match="crash mid-conversion"):
         models.converted_folder("smollm2-135m", tmp_path)
     assert not models._is_complete(target)
     leftovers = [p for p in tmp_path.iterdir() if p.name.startswith(".")]

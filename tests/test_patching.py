@@ -100,7 +100,7 @@ def test_bad_input_leaves_model_clean(any_rotary) -> None:
         patch_across_durations(any_rotary, TOKENS, None, SHRUNK, _metric, kind="nope")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="corrupt has 3 values"):
         patch_across_durations(any_rotary, TOKENS, None, Durations(torch.ones(3)), _metric)
-    with pytest.raises(TypeError):
+    with pytest.raises(TypeError, match=r"parameter 'clean'|clean must be Durations or None"):
         patch_across_durations(any_rotary, TOKENS, torch.ones(6), None, _metric)  # type: ignore[arg-type]
     assert not hasattr(any_rotary, "continuous")
     assert all(not hp.fwd_hooks for hp in any_rotary.hook_dict.values())

@@ -364,7 +364,7 @@ def test_plain_json_written_before_the_tag_is_refused(tmp_path: Path) -> None:
 @each_kind
 def test_save_under_a_file_writes_nothing(kind: Kind, tmp_path: Path) -> None:
     (tmp_path / "blocker").write_text("x")
-    with pytest.raises(OSError):
+    with pytest.raises(OSError, match="blocker"):
         kind.make().save(tmp_path / "blocker" / f"r{_suffix(kind)}")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["blocker"]
     assert (tmp_path / "blocker").read_text() == "x"
@@ -451,7 +451,7 @@ def test_json_round_trip_and_tag_checks(tmp_path: Path) -> None:
     path.write_bytes(b"\xff\xfe not text")
     with pytest.raises(FormatError, match="not a readable JSON file"):
         _io.load_json(path, "demo", 1)
-    with pytest.raises(FileNotFoundError):
+    with pytest.raises(FileNotFoundError, match=r"missing.json does not exist"):
         _io.load_json(tmp_path / "missing.json", "demo", 1)
 
 
@@ -479,6 +479,7 @@ def test_reading_turns_content_errors_into_format_errors() -> None:
         {}["a"]
     with pytest.raises(FormatError, match="ValueError: bad shape"), _io.reading("p", "Thing"):
         raise ValueError("bad shape")
-    with pytest.raises(RuntimeError), _io.reading("p", "Thing"):  # not a content error
+    # not a content error: passes through unchanged
+    with pytest.raises(RuntimeError, match=r"^other$"), _io.reading("p", "Thing"):
         raise RuntimeError("other")
     assert issubclass(FormatError, ValueError)

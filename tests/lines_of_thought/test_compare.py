@@ -77,7 +77,7 @@ def test_comparison_floor_scale_and_round_trip():
 
 
 def test_errors():
-    with pytest.raises((ValueError, TypeError)):
+    with pytest.raises((ValueError, TypeError), match=r"parameter 'b'|a and b must be \[n, dim\]"):
         classifier_accuracy(_gauss(50, 3, 0), _gauss(50, 4, 0))
     with pytest.raises(ValueError, match="n_folds"):
         classifier_accuracy(_gauss(50, 3, 0), _gauss(50, 3, 1), n_folds=1)

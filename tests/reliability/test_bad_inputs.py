@@ -195,6 +195,39 @@ def _negative_hooked_durations(model: HookedTransformer) -> None:
         )
 
 
+def _zero_hooked_durations(model: HookedTransformer) -> None:
+    with continuous(model, torch.ones(4)):
+        model.run_with_hooks(
+            TOKENS, fwd_hooks=[("continuous.hook_durations", lambda d, hook: d * 0)]
+        )
+
+
+def _zero_real_durations(model: HookedTransformer) -> None:
+    """Positive durations on the pads only: the real tokens of row 0 have none."""
+    toks = torch.tensor([[0, 0, 3, 4], [1, 2, 3, 4]])
+    mask = torch.tensor([[0, 0, 1, 1], [1, 1, 1, 1]])
+    with continuous(model, V([[2.0, 2, 0, 0], [1, 1, 1, 1]])):
+        model(toks, attention_mask=mask)
+
+
+def _shard_dir_is_a_file(model: HookedTransformer, folder: Path) -> None:
+    path = folder / "not-a-folder"
+    path.write_text("x")
+    LinesOfThought.collect(
+        model, torch.zeros(2, 3, dtype=torch.long), shard_dir=path, progress=False
+    )
+
+
+def _shard_dir_under_a_file(model: HookedTransformer, folder: Path) -> None:
+    (folder / "file").write_text("x")
+    collect_shards(model, torch.zeros(2, 3, dtype=torch.long), folder / "file" / "sub")
+
+
+def _load_shards_of_a_file(model: HookedTransformer, folder: Path) -> None:
+    (folder / "file").write_text("x")
+    load_shards(folder / "file")
+
+
 def _double_install(model: HookedTransformer) -> None:
     handle = install_continuous(model, torch.ones(4))
     try:
@@ -334,6 +367,12 @@ CASES: list[Case] = [
          ValueError, r"layers must be in \[0, 1\] \(got \[5\]\)"),
     Case("negative layer index", "rotary", lambda m: _forward(m, torch.ones(4), layers=[-1]),
          ValueError, r"layers must be in \[0, 1\] \(got \[-1\]\)"),
+    Case("all-zero hooked durations", "rotary", _zero_hooked_durations,
+         ValueError, r"durations returned by continuous.hook_durations leave row 0 without a "
+         r"token of positive duration: row 0 = \[0, 0, 0, 0\]"),
+    Case("zero durations on every real token", "learned", _zero_real_durations,
+         ValueError, r"continuous.hook_durations leave row 0 without a token of positive "
+         r"duration \(pad positions do not count\): row 0 = \[2, 2, 0, 0\]"),
     Case("double install", "rotary", _double_install,
          ValueError, r"model already has a continuous signal installed"),
     Case("wrong batch inside the block", "nopos", _error_inside_block,
@@ -439,6 +478,15 @@ CASES: list[Case] = [
     Case("shards: shard of another collection", "rotary", _foreign_shard,
          CorruptShardError, r"batch-00001.safetensors belongs to another collection",
          needs_dir=True),
+    Case("shards: shard_dir is a file", "rotary", _shard_dir_is_a_file,
+         NotADirectoryError, r"shard_dir .*not-a-folder is an existing file, not a folder",
+         needs_dir=True),
+    Case("shards: shard_dir under a file", "rotary", _shard_dir_under_a_file,
+         NotADirectoryError, r"shard_dir .*file/sub cannot be created: a part of its path is an "
+         r"existing file", needs_dir=True),
+    Case("shards: load a file", "rotary", _load_shards_of_a_file,
+         NotADirectoryError, r"shard_dir .*file is an existing file, not a folder",
+         needs_dir=True),
     Case("shards: not a shard folder", "rotary", lambda m, d: load_shards(d),
          FileNotFoundError, r"is not a shard folder \(no manifest.json\)", needs_dir=True),
     Case("ensemble file: garbage", "rotary", _garbage_lot_file,
@@ -454,6 +502,9 @@ CASES: list[Case] = [
     Case("ensemble: 2-d trajectories", "rotary", lambda m: LinesOfThought(torch.zeros(3, 4), []),
          ValueError, r"trajectories must be \[n_trajectories, n_layers, d_model\]",
          arg="trajectories"),
+    Case("bases of one trajectory", "rotary",
+         lambda m: TrajectoryBases.from_ensemble(_lot(m, n=1)),
+         ValueError, r"lot must hold at least 2 trajectories to span bases \(got 1\)"),
     Case("svd rank 0", "rotary", lambda m: TrajectoryBases.from_ensemble(_lot(m), rank=0),
          ValueError, r"rank must be in \[1, min\(n_traj, d_model\) = 12\] \(got 0\)"),
     Case("svd in float16", "rotary",
@@ -497,7 +548,9 @@ def test_bad_input(case: Case, tmp_path: Path) -> None:
     add_user_hooks(model)
     before = model_state(model)
     args = (model, tmp_path) if case.needs_dir else (model,)
-    with pytest.raises((case.error, TypeCheckError)) as info:
+    # the library's message, or (under the import hook) the type check naming the argument
+    pattern = case.match if case.arg is None else rf"{case.match}|parameter '{case.arg}'"
+    with pytest.raises((case.error, TypeCheckError), match=pattern) as info:
         case.call(*args)
     message = str(info.value)
     if isinstance(info.value, TypeCheckError) and not issubclass(case.error, TypeCheckError):
@@ -524,3 +577,34 @@ def test_the_state_check_can_fail() -> None:
         model.blocks[0].attn.W_Q[0, 0, 0] += 1.0
     with pytest.raises(AssertionError, match=r"weight blocks\.0\.attn\.W_Q changed"):
         assert_unchanged(before, model_state(model))
+
+
+@pytest.mark.parametrize("row", [[0.0, 0, 0, 0], [0.0, 0, 0, 0, 5]])
+def test_zero_hooked_durations_on_both_backends(make_tiny: Callable[..., Any], row) -> None:
+    """A user's hook that zeroes a row's durations is refused on either backend; the model's
+    hooks and weights are as before. ``[..., 5]``: the positive duration sits on a pad."""
+    model = make_tiny("rotary")
+    add_user_hooks(model)
+    model(TOKENS)  # a bridge wires its own capture hooks at its first forward
+    before = model_state(model)
+    n = len(row)
+    toks = torch.randint(1, 50, (2, n), generator=torch.Generator().manual_seed(3))
+    mask = torch.ones(2, n, dtype=torch.long)
+    mask[1, -1] = 0  # not left padding, but a pad all the same: its key is masked
+    zeros = V(row)
+
+    def zero_row_1(d: torch.Tensor, hook: HookPoint) -> torch.Tensor:
+        d = d.clone()
+        d[1] = zeros
+        return d
+
+    pattern = (
+        r"durations returned by continuous.hook_durations leave row 1 without a token of "
+        r"positive duration.*: row 1 = \[0, 0, 0, 0"
+    )
+    with pytest.raises(ValueError, match=pattern), continuous(model, torch.ones(n)):
+        model.run_with_hooks(
+            toks, attention_mask=mask, fwd_hooks=[("continuous.hook_durations", zero_row_1)]
+        )
+    assert not hasattr(model, "continuous")
+    assert_unchanged(before, model_state(model))

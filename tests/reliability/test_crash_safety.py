@@ -106,7 +106,7 @@ def test_sigkill_resume_equals_an_uninterrupted_run(tmp_path: Path) -> None:
     # fault 2: a half-written temporary file left behind (as a kill during a write leaves)
     leftover = folder / ".batch-00019.safetensors.abc123.tmp"
     leftover.write_bytes(done[0].read_bytes()[:100])
-    with pytest.raises(IncompleteShardsError) as info:
+    with pytest.raises(IncompleteShardsError, match=rf"lacks \d+ of {N_BATCHES} batches") as info:
         load_shards(folder)
     missing = info.value.missing
     assert missing == [b for b in range(N_BATCHES) if not (folder / _name(b)).is_file()]

@@ -41,11 +41,34 @@ def test_underflowing_duration_is_the_token_removed(kind: str, tiny: float, dtyp
     torch.testing.assert_close(out[:, 3:], removed[:, 3:], atol=1e-5, rtol=1e-5)
 
 
+def _float64_copy(model, kind: str = "rotary"):
+    """The same weights in a float64 model: the reference of a lower-precision run."""
+    ref = tiny_model(kind, dtype=torch.float64)  # type: ignore[arg-type]
+    ref.load_state_dict({k: v.double() for k, v in model.state_dict().items()})
+    return ref
+
+
+# bfloat16 keeps 8 significant bits (unit roundoff 2^-8 = 0.0039); the tiny model's logits
+# (|logit| < 2.5, bfloat16 spacing 2^-7 there) go through two layers of such roundings:
+# 0.05 absolute (measured 0.027)
+BF16_ATOL = 0.05
+
+
 def test_underflowing_duration_in_bfloat16() -> None:
+    """1e-45 (log -103) in a bfloat16 model: the float64 run of the same weights, within a
+    few bfloat16 roundings; and the removed token (duration 0) in float64 for later tokens."""
     model = tiny_model("rotary", dtype=torch.bfloat16)
     d = torch.ones(5)
     d[1] = 1e-45
-    assert bool(torch.isfinite(_logits(model, d)).all())
+    out = _logits(model, d)
+    ref = _float64_copy(model)
+    want = _logits(ref, d.double())
+    torch.testing.assert_close(out.double(), want, atol=BF16_ATOL, rtol=0)
+    d0 = d.double()
+    d0[1] = 0.0
+    torch.testing.assert_close(out[:, 2:].double(), _logits(ref, d0)[:, 2:], atol=BF16_ATOL, rtol=0)
+    # the tolerance can fail: the same model with the token kept at duration 1
+    assert (out.double() - _logits(ref, torch.ones(5, dtype=torch.float64))).abs().max() > BF16_ATOL
 
 
 # ------------------------------------------------------------------ huge durations
@@ -54,9 +77,23 @@ def test_underflowing_duration_in_bfloat16() -> None:
     [(1e6, torch.float32), (1e30, torch.float32), (1e30, torch.float64), (1e300, torch.float64)],
 )
 def test_huge_durations_rotary_finite_and_scale_invariant(big: float, dtype) -> None:
+    """Against a float64 run of the same weights at the positions the run used (float32
+    positions of 1e30 round by ~1e23: that rounding is the documented precision, so the
+    reference takes the float32 run's positions); float32 logits: 1e-4 (measured <= 5.1e-5,
+    at 1e300)."""
     model = tiny_model("rotary")
     d = torch.ones(5, dtype=dtype) * big
-    assert bool(torch.isfinite(_logits(model, d)).all())
+    with torch.no_grad(), continuous(model, d):
+        out, cache = model.run_with_cache(TOKENS)
+    assert bool(torch.isfinite(out).all())
+    used = cache["continuous.hook_positions"].double()
+    ref = _float64_copy(model)
+    with torch.no_grad(), continuous(ref, d.double()):
+        want = ref.run_with_hooks(
+            TOKENS, fwd_hooks=[("continuous.hook_positions", lambda p, hook: used.clone())]
+        )
+    torch.testing.assert_close(out.double(), want, atol=1e-4, rtol=0)
+    assert (out - model(TOKENS)).abs().max() > 1e-3  # the positions matter: it could fail
     # attention alone: every duration times `big` is every duration times 1
     torch.testing.assert_close(
         _logits(model, d, positions=False), model(TOKENS).detach(), atol=1e-4, rtol=1e-4
@@ -144,6 +181,9 @@ def test_duplicated_trajectories_zero_singular_values() -> None:
     np.testing.assert_allclose(dx.numpy(), x1 - ((x0 @ u0) * gains) @ u1.T, atol=1e-8)
     stats = ResidualStatistics.from_tensors(lot2.trajectories, bases.U, bases.S, progress=False)
     assert bool(torch.isfinite(stats.variance).all())
+    # the variance per coordinate of the numpy residuals (float64, unbiased), to 1e-10
+    want = (x1 - ((x0 @ u0) * gains) @ u1.T).var(axis=0, ddof=1).sum() / x1.shape[1]
+    np.testing.assert_allclose(stats.variance.numpy(), [want], rtol=1e-10)
 
 
 def test_full_rank_ensemble_does_not_warn(recwarn) -> None:

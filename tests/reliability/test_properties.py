@@ -121,5 +121,5 @@ def test_the_duplication_property_can_fail() -> None:
     with torch.no_grad(), continuous(model, d, positions=False):
         cont = model(tokens)
     plain = model(repeated)
-    with pytest.raises(AssertionError):
+    with pytest.raises(AssertionError, match="Tensor-likes are not close"):
         torch.testing.assert_close(cont[:, -3:], plain[:, -3:], atol=1e-4, rtol=1e-4)

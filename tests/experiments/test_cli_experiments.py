@@ -12,15 +12,16 @@ from tl_continuous.views import export
 from tl_continuous.views.export import png_export_available
 
 
-def test_parser_accepts_the_documented_commands():
+def test_parser_accepts_the_documented_commands(capsys):
     p = build_parser()
     args = p.parse_args(["count", "--word", "dog", "--n", "3", "--steps", "10", "--out", "x"])
     assert (args.word, args.n, args.steps, str(args.out)) == ("dog", 3, 10, "x")
     args = p.parse_args(["experiment", "boolean", "--steps", "5", "--threads", "1"])
     assert (args.name, args.steps, args.threads) == ("boolean", 5, 1)
     assert p.parse_args(["demo", "--quick"]).quick
-    with pytest.raises(SystemExit):
+    with pytest.raises(SystemExit, match="2"):
         p.parse_args(["experiment", "nonsense"])
+    assert "invalid choice: 'nonsense'" in capsys.readouterr().err
 
 
 @pytest.mark.model
@@ -81,7 +82,7 @@ def test_png_without_a_renderer_fails_before_loading_the_model(tmp_path, monkeyp
 
     monkeypatch.setattr(tl_continuous.models, "load_model", no_load)
     monkeypatch.setattr(export, "_missing", lambda: "kaleido is not installed")
-    with pytest.raises(SystemExit) as exit_info:
+    with pytest.raises(SystemExit, match="2") as exit_info:
         main(["count", "--png", "--out", str(tmp_path)])
     assert exit_info.value.code == 2
     assert "--png: cannot export a PNG: kaleido is not installed" in capsys.readouterr().err

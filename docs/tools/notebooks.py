@@ -104,6 +104,8 @@ def to_markdown(nb: dict, stem: str) -> tuple[str, dict[str, bytes]]:
         blocks.append(_fence("python", source))
         for output in cell.get("outputs", []):
             kind = output["output_type"]
+            if kind == "stream" and output.get("name") == "stderr":
+                continue  # warnings of the build machine's environment (paths), not results
             if kind == "stream":
                 blocks.append(_fence("text", _text(output["text"])))
             elif kind == "error":

@@ -23,7 +23,7 @@ SITE = ROOT / "site"
 IMG = ROOT / "docs" / "img"
 SHOTS = {
     "docs_getting_started.png": "getting_started.html",
-    "docs_api.png": "api/continuous.html#tl_continuous.continuous.durations.Durations",
+    "docs_api.png": "api/continuous.html",
 }
 
 

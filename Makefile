@@ -78,7 +78,7 @@ pytest-tl4: $(STAMP4)
 # are executed first into build/notebooks/ (again only when they or the package change).
 docs: $(STAMP)
 	$(PY) docs/tools/notebooks.py
-	$(PY) -m mkdocs build --strict
+	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict
 
 # docs/img/docs_*.png: headless Chromium on the built site, served on localhost.
 docs-screenshots: docs chromium

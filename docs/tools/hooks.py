@@ -54,7 +54,8 @@ def api_pages() -> dict[str, str]:
         title = apiref.PAGES[page][0]
         blocks = [f"# {title}\n"]
         for module in modules:
-            blocks.append(f"::: {module}\n    options:\n      members: {own_members(pkg, module)}\n")
+            members = own_members(pkg, module)
+            blocks.append(f"::: {module}\n    options:\n      members: {members}\n")
         out[f"api/{page}.md"] = "\n".join(blocks)
     rows = ["| name | what it is | module |", "| --- | --- | --- |"]
     objects = {}

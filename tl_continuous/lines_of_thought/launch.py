@@ -38,17 +38,23 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from jaxtyping import Int
+from torch import Tensor
+
 from tl_continuous._io import write_text
+from tl_continuous.lines_of_thought.collect import (
+    COMPLETE,
+    MANIFEST,
+    _shard_path,
+    collect_shards,
+    verify_shards,
+)
 
 if TYPE_CHECKING:
-    from jaxtyping import Int
-    from torch import Tensor
-
     from tl_continuous.backends.base import Model
     from tl_continuous.lines_of_thought.corpus import PseudoSentences
 
 __all__ = [
-    "COMPLETE",
     "LaunchedCollection",
     "WorkerPlace",
     "collect_launched",
@@ -56,8 +62,6 @@ __all__ = [
     "worker_from_env",
 ]
 
-COMPLETE = "complete.json"
-"""The file a verified shard folder carries (written last, atomically)."""
 
 _TORCHRUN = ("RANK", "WORLD_SIZE")
 _SLURM = ("SLURM_ARRAY_TASK_ID", "SLURM_ARRAY_TASK_COUNT")
@@ -242,8 +246,6 @@ def _barrier(timeout: datetime.timedelta) -> bool:
 
 
 def _mark_complete(folder: Path, place: WorkerPlace) -> dict[str, Any]:
-    from tl_continuous.lines_of_thought.collect import verify_shards
-
     summary = verify_shards(folder)
     record = {"format": "tl_continuous.lines_of_thought.complete/1", **summary}
     record |= {"n_workers": place.n_workers, "launcher": place.launcher}
@@ -289,12 +291,6 @@ def collect_launched(
     >>> done.ran, done.verified["n_sequences"]
     ([0, 1, 2], 5)
     """
-    from tl_continuous.lines_of_thought.collect import (
-        MANIFEST,
-        _shard_path,
-        collect_shards,
-    )
-
     env = os.environ if environ is None else environ
     place = worker_from_env(worker, n_workers, environ=env)
     folder = Path(shard_dir).expanduser()

@@ -34,7 +34,7 @@ import datetime
 import json
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -220,6 +220,7 @@ class LaunchedCollection:
             complete folder and wrote ``complete.json``, else None.
         present: batches present in the folder when this worker finished.
         n_batches: batches of the whole collection.
+        restart: torchrun's ``TORCHELASTIC_RESTART_COUNT`` (0 on the first attempt).
     """
 
     place: WorkerPlace
@@ -229,7 +230,6 @@ class LaunchedCollection:
     present: int
     n_batches: int
     restart: int = 0
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def _barrier(timeout: datetime.timedelta) -> bool:

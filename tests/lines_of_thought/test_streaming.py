@@ -228,3 +228,30 @@ def test_incomplete_or_small_folders_are_named(tmp_path: Path) -> None:
     with pytest.warns(RankDeficientWarning, match="9 trajectories < d_model=16"):
         few = streamed_bases(tmp_path / "nine", progress=False)
     assert few.rank == 9 and not math.isnan(float(few.S.sum()))
+
+
+# ------------------------------------------------------------------ both backends
+def test_streamed_analysis_runs_on_both_backends(make_tiny, tmp_path: Path) -> None:
+    """On a float32 tiny model of each backend: the streamed path gives the in-memory numbers
+    (to float32 rounding of the model's forward passes, whose batches differ)."""
+    model = make_tiny("rotary", n_layers=2)
+    tokens = torch.randint(0, 50, (90, 5), generator=torch.Generator().manual_seed(2))
+    collect_shards(model, tokens, tmp_path, batch_size=20, progress=False)
+    lot = LinesOfThought.from_shards(tmp_path)
+    mem_bases, got_bases = (
+        TrajectoryBases.from_ensemble(lot),
+        streamed_bases(tmp_path, progress=False),
+    )
+    assert _rel(mem_bases.S, got_bases.S) < RTOL
+    mem = ResidualStatistics.from_lines(lot, mem_bases, progress=False)
+    got = streamed_residual_statistics(tmp_path, got_bases, progress=False)
+    assert _rel(mem.variance, got.variance) < 1e-7 and _rel(mem.kurtosis, got.kurtosis) < 1e-6
+    ks = [4, 16, 64]
+    for mem_fn, got_fn in (
+        (truncation_kl_last_layer, streamed_truncation_kl_last_layer),
+        (truncation_kl_every_layer, streamed_truncation_kl_every_layer),
+    ):
+        a = mem_fn(model, lot, mem_bases, ks, progress=False)
+        b = got_fn(model, tmp_path, got_bases, ks, progress=False)
+        assert torch.allclose(a.kl_mean[:-1], b.kl_mean[:-1], rtol=1e-4), mem_fn.__name__
+        assert abs(a.baseline - b.baseline) <= 1e-4 * a.baseline

@@ -5,6 +5,7 @@ Modules, in the order data flows:
 * :mod:`~tl_continuous.lines_of_thought.corpus`: pseudo-sentences, default corpus, gibberish.
 * :mod:`~tl_continuous.lines_of_thought.ensemble`: :class:`LinesOfThought` (the ensemble).
 * :mod:`~tl_continuous.lines_of_thought.collect`: lean, resumable, sharded collection.
+* :mod:`~tl_continuous.lines_of_thought.launch`: collection under torchrun or a SLURM array.
 * :mod:`~tl_continuous.lines_of_thought.bases`: per-layer SVD bases and their realignment.
 * :mod:`~tl_continuous.lines_of_thought.truncation`: KL under truncation to top-K directions.
 * :mod:`~tl_continuous.lines_of_thought.dynamics`: extrapolation residuals, the variance law.
@@ -13,6 +14,9 @@ Modules, in the order data flows:
 * :mod:`~tl_continuous.lines_of_thought.controls`: controls and per-layer diagnostics.
 * :mod:`~tl_continuous.lines_of_thought.duration_sweep`: :class:`DurationSweepLines`, the
   ensemble collected under a sweep of durations, read on the plain ensemble's bases.
+* :mod:`~tl_continuous.lines_of_thought.streaming` and
+  :mod:`~tl_continuous.lines_of_thought.streaming_kl`: bases, residual statistics and KL
+  curves from a shard folder, one shard at a time (memory independent of N).
 * :mod:`~tl_continuous.lines_of_thought.synthetic`: a known linear-Gaussian model (tests, demos).
 
 This package never imports :mod:`tl_continuous.continuous` at import time (only
@@ -30,7 +34,9 @@ if TYPE_CHECKING:
         CorruptShardError,
         IncompleteShardsError,
         collect_shards,
+        iter_shards,
         load_shards,
+        verify_shards,
     )
     from tl_continuous.lines_of_thought.compare import (
         ClassifierTest,
@@ -62,6 +68,21 @@ if TYPE_CHECKING:
     )
     from tl_continuous.lines_of_thought.ensemble import LinesOfThought
     from tl_continuous.lines_of_thought.langevin import LangevinModel, orthogonal_path
+    from tl_continuous.lines_of_thought.launch import (
+        LaunchedCollection,
+        WorkerPlace,
+        collect_launched,
+        worker_from_env,
+    )
+    from tl_continuous.lines_of_thought.streaming import (
+        gram_matrices,
+        streamed_bases,
+        streamed_residual_statistics,
+    )
+    from tl_continuous.lines_of_thought.streaming_kl import (
+        streamed_truncation_kl_every_layer,
+        streamed_truncation_kl_last_layer,
+    )
     from tl_continuous.lines_of_thought.synthetic import (
         SyntheticEnsemble,
         linear_gaussian_ensemble,
@@ -79,6 +100,17 @@ _EXPORTS: dict[str, str] = {
     "IncompleteShardsError": "collect",
     "collect_shards": "collect",
     "load_shards": "collect",
+    "iter_shards": "collect",
+    "verify_shards": "collect",
+    "LaunchedCollection": "launch",
+    "WorkerPlace": "launch",
+    "collect_launched": "launch",
+    "worker_from_env": "launch",
+    "gram_matrices": "streaming",
+    "streamed_bases": "streaming",
+    "streamed_residual_statistics": "streaming",
+    "streamed_truncation_kl_every_layer": "streaming_kl",
+    "streamed_truncation_kl_last_layer": "streaming_kl",
     "PseudoSentences": "corpus",
     "default_corpus_text": "corpus",
     "gibberish": "corpus",
@@ -117,6 +149,7 @@ __all__ = [
     "EnsembleComparison",
     "IncompleteShardsError",
     "LangevinModel",
+    "LaunchedCollection",
     "LayerDiagnostics",
     "LinesOfThought",
     "PseudoSentences",
@@ -125,13 +158,17 @@ __all__ = [
     "TrajectoryBases",
     "TruncationCurve",
     "VarianceLawFit",
+    "WorkerPlace",
     "classifier_accuracy",
     "classifier_test",
+    "collect_launched",
     "collect_shards",
     "default_corpus_text",
     "extrapolate",
     "gaussian_wasserstein",
     "gibberish",
+    "gram_matrices",
+    "iter_shards",
     "layer_separability",
     "linear_gaussian_ensemble",
     "load_shards",
@@ -141,9 +178,15 @@ __all__ = [
     "reinitialised_model",
     "residuals",
     "sliced_wasserstein",
+    "streamed_bases",
+    "streamed_residual_statistics",
+    "streamed_truncation_kl_every_layer",
+    "streamed_truncation_kl_last_layer",
     "truncation_kl_every_layer",
     "truncation_kl_last_layer",
     "untrained_model",
+    "verify_shards",
+    "worker_from_env",
 ]
 
 

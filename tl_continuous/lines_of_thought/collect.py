@@ -49,6 +49,7 @@ if TYPE_CHECKING:
     from tl_continuous.backends.base import Model
 
 __all__ = [
+    "COMPLETE",
     "Collected",
     "CorruptShardError",
     "IncompleteShardsError",
@@ -56,12 +57,18 @@ __all__ = [
     "check_collection",
     "collect_shards",
     "collect_trajectories",
+    "iter_shards",
     "load_shards",
     "model_metadata",
     "pilot_hooks",
+    "read_manifest",
+    "verify_shards",
 ]
 
 MANIFEST = "manifest.json"
+COMPLETE = "complete.json"
+"""Written last, atomically, into a shard folder verified as one collection (see
+:func:`~tl_continuous.lines_of_thought.launch.collect_launched`)."""
 SHARD_FORMAT = "tl_continuous.lines_of_thought.shard/1"
 
 
@@ -541,15 +548,8 @@ def _ranges(ids: list[int]) -> str:
     return ", ".join(out)
 
 
-def load_shards(shard_dir: str | os.PathLike[str]) -> Collected:
-    """Merge a complete shard folder (``LinesOfThought.from_shards`` makes it an ensemble).
-
-    Raises:
-        NotADirectoryError: ``shard_dir`` is an existing file.
-        FileNotFoundError: no ``manifest.json`` in the folder.
-        IncompleteShardsError: some batches are missing (listed in the message).
-        CorruptShardError: a shard is unreadable or fails its checksum.
-    """
+def _complete_manifest(shard_dir: str | os.PathLike[str]) -> tuple[Path, dict[str, Any]]:
+    """The folder and manifest of a shard folder that has every batch (see :func:`load_shards`)."""
     folder = _shard_folder(shard_dir)
     manifest_path = folder / MANIFEST
     if not manifest_path.is_file():
@@ -563,8 +563,77 @@ def load_shards(shard_dir: str | os.PathLike[str]) -> Collected:
             "(batch b belongs to worker b % n_workers); rerun those workers",
             missing,
         )
+    return folder, manifest
+
+
+def read_manifest(shard_dir: str | os.PathLike[str]) -> dict[str, Any]:
+    """The manifest of a complete shard folder (sizes, layer names, metadata).
+
+    Raises:
+        As :func:`load_shards`, except that no shard is read (use :func:`iter_shards`).
+    """
+    return _complete_manifest(shard_dir)[1]
+
+
+def iter_shards(shard_dir: str | os.PathLike[str]) -> Iterator[dict[str, Tensor]]:
+    """The shards of a complete folder, in batch order, one at a time, each verified.
+
+    Each item holds ``trajectories`` ``[batch, layer, d_model]`` (float32), ``tokens`` and
+    ``pilot_positions``; only one shard is in memory at a time (the out-of-core analysis of
+    :mod:`~tl_continuous.lines_of_thought.streaming` reads folders this way).
+
+    Raises:
+        As :func:`load_shards` (a damaged shard is reported when it is reached).
+    """
+    folder, manifest = _complete_manifest(shard_dir)
     expected = str(manifest["tokens_sha256"])
-    shards = [_read_shard(_shard_path(folder, b), b, expected) for b in range(n_batches)]
+    for b in range(int(manifest["n_batches"])):
+        yield _read_shard(_shard_path(folder, b), b, expected)
+
+
+def verify_shards(shard_dir: str | os.PathLike[str]) -> dict[str, Any]:
+    """Check a shard folder as one collection without merging it; return a summary.
+
+    Every batch must be present and pass its checksum, and the shards together must hold
+    the manifest's number of sequences, so a batch lost or written twice is caught. Shards
+    are read one at a time (memory independent of the number of trajectories).
+
+    Returns:
+        ``n_sequences``, ``n_batches``, ``n_layers``, ``d_model`` and ``tokens_sha256``.
+
+    Raises:
+        As :func:`load_shards`; ``CorruptShardError`` also when the sizes disagree.
+    """
+    folder, manifest = _complete_manifest(shard_dir)
+    n_seen, shape = 0, (0, 0)
+    for shard in iter_shards(folder):
+        n_seen += int(shard["trajectories"].shape[0])
+        shape = tuple(shard["trajectories"].shape[1:])  # type: ignore[assignment]
+    if n_seen != int(manifest["n_sequences"]):
+        raise CorruptShardError(
+            f"{folder} holds {n_seen} sequences but its manifest says "
+            f"{manifest['n_sequences']}; collect into a new folder"
+        )
+    return {
+        "n_sequences": n_seen,
+        "n_batches": int(manifest["n_batches"]),
+        "n_layers": int(shape[0]),
+        "d_model": int(shape[1]),
+        "tokens_sha256": str(manifest["tokens_sha256"]),
+    }
+
+
+def load_shards(shard_dir: str | os.PathLike[str]) -> Collected:
+    """Merge a complete shard folder (``LinesOfThought.from_shards`` makes it an ensemble).
+
+    Raises:
+        NotADirectoryError: ``shard_dir`` is an existing file.
+        FileNotFoundError: no ``manifest.json`` in the folder.
+        IncompleteShardsError: some batches are missing (listed in the message).
+        CorruptShardError: a shard is unreadable or fails its checksum.
+    """
+    _, manifest = _complete_manifest(shard_dir)
+    shards = list(iter_shards(shard_dir))
     tokens = torch.cat([s["tokens"] for s in shards])
     return Collected(
         trajectories=torch.cat([s["trajectories"] for s in shards]),

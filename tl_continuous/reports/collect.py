@@ -5,6 +5,8 @@
     tl-continuous collect                              # SmolLM2, 2000 x 50 tokens, pydoc corpus
     tl-continuous collect --text my.txt --n 500        # another text
     tl-continuous collect --worker 1 --n-workers 2     # split the work between two processes
+    torchrun --nproc_per_node=2 -m tl_continuous collect --out shards  # the same, launched
+    sbatch --array=0-7 --wrap "tl-continuous collect --out shards"       # a SLURM job array
 
 A text file (``--text``) or the default corpus is cut into pseudo-sentences
 (:func:`~tl_continuous.lines_of_thought.corpus.pseudo_sentences`) whose trajectories go into a
@@ -12,12 +14,18 @@ shard folder (:func:`~tl_continuous.lines_of_thought.collect.collect_shards`). F
 batches are skipped, so a rerun resumes. The default folder is the one the lines-of-thought and
 dynamics reports read (:mod:`tl_continuous.reports.settings`), so collecting first with several
 workers speeds those up.
+
+Without ``--worker``/``--n-workers`` the worker's place comes from its launcher
+(:func:`~tl_continuous.lines_of_thought.launch.worker_from_env`): torchrun's
+``RANK``/``WORLD_SIZE`` (each rank on ``cuda:LOCAL_RANK`` when CUDA is available; rank 0
+verifies the folder once every rank is done and writes ``complete.json``), or a SLURM job
+array's task id and count (the last task to finish verifies). See ``docs/scale.md``.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
+import sys
 from pathlib import Path
 
 from tl_continuous.reports.settings import (
@@ -41,7 +49,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--text", default=None, metavar="PATH", help="a text file (default: pydoc_data.topics)"
     )
-    p.add_argument("--n", type=int, default=2000, help="pseudo-sentences (default: %(default)s)")
+    p.add_argument(
+        "--n",
+        "--n-sentences",
+        dest="n",
+        type=int,
+        default=2000,
+        help="pseudo-sentences (default: %(default)s; under torchrun write --n-sentences, "
+        "which torchrun does not mistake for its own --nnodes)",
+    )
     p.add_argument(
         "--n-tokens", type=int, default=50, help="tokens per pseudo-sentence (default: %(default)s)"
     )
@@ -53,8 +69,23 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         default="resid_post",
         help="residual read per block (default: %(default)s)",
     )
-    p.add_argument("--worker", type=int, default=0, help="this worker's index (default: 0)")
-    p.add_argument("--n-workers", type=int, default=1, help="workers sharing the batches")
+    p.add_argument(
+        "--worker",
+        type=int,
+        default=None,
+        help="this worker's index (default: torchrun's RANK, a SLURM array's task index, or 0)",
+    )
+    p.add_argument(
+        "--n-workers",
+        type=int,
+        default=None,
+        help="workers sharing the batches (default: WORLD_SIZE, SLURM_ARRAY_TASK_COUNT, or 1)",
+    )
+    p.add_argument(
+        "--device",
+        default=None,
+        help="torch device (default: cuda:LOCAL_RANK under torchrun with CUDA, else cuda or cpu)",
+    )
     p.add_argument(
         "--out",
         type=Path,
@@ -75,26 +106,39 @@ def default_folder(args: argparse.Namespace) -> Path:
 
 def run(args: argparse.Namespace) -> int:
     """Collect this worker's batches and print what was written."""
+    from tl_continuous.lines_of_thought.collect import COMPLETE
+    from tl_continuous.lines_of_thought.launch import worker_device, worker_from_env
+
+    try:
+        place = worker_from_env(args.worker, args.n_workers)
+    except ValueError as err:
+        print(f"tl-continuous collect: error: {err}", file=sys.stderr)
+        return 2
     if args.threads:
         import torch
 
         torch.set_num_threads(args.threads)
-    from tl_continuous.lines_of_thought.collect import MANIFEST
     from tl_continuous.lines_of_thought.corpus import pseudo_sentences
     from tl_continuous.models import load_model
 
-    model = load_model(args.model, backend=args.backend)
+    device = args.device or worker_device(place)
+    model = load_model(args.model, backend=args.backend, device=device)
     corpus = pseudo_sentences(
         model, path=args.text, n_tokens=args.n_tokens, limit=args.n, seed=args.seed
     )
     folder = args.out or default_folder(args)
-    ran = collect_worker_shards(model, corpus, folder, args, hook=args.hook)
-    n_batches = json.loads((folder / MANIFEST).read_text())["n_batches"]
-    present = len(list(folder.glob("batch-*.safetensors")))
+    done = collect_worker_shards(model, corpus, folder, args, hook=args.hook)
+    who = f"worker {place.worker} of {place.n_workers} ({place.launcher}, {device})"
     print(
-        f"wrote {len(ran)} batch(es) of {args.batch_size} pseudo-sentences "
+        f"{who}: wrote {len(done.ran)} batch(es) of {args.batch_size} pseudo-sentences "
         f"({len(corpus)} x {args.n_tokens} tokens, {args.hook}) into {folder}; "
-        f"{present} of {n_batches} batches present"
-        + ("" if present >= n_batches else " (other workers' batches missing)")
+        f"{done.present} of {done.n_batches} batches present"
+        + ("" if done.present >= done.n_batches else " (other workers' batches missing)")
     )
+    if done.verified is not None:
+        v = done.verified
+        print(
+            f"verified {v['n_sequences']} trajectories x {v['n_layers']} layers x "
+            f"{v['d_model']} in {v['n_batches']} shards; wrote {folder / COMPLETE}"
+        )
     return 0

@@ -149,20 +149,27 @@ def add_output_arguments(p: argparse.ArgumentParser, out: str) -> None:
 
 def collect_worker_shards(
     model: Any, corpus: Any, folder: str | os.PathLike[str], args: argparse.Namespace, **kwargs: Any
-) -> list[int]:
-    """:func:`~tl_continuous.lines_of_thought.collect.collect_shards` of this worker's batches.
+) -> Any:
+    """This worker's batches of a shard folder, under whatever launcher started it.
 
-    ``--worker``, ``--n-workers``, ``--batch-size`` and ``--no-progress`` come from ``args``;
-    ``kwargs`` (such as ``hook``) are passed on. Returns the batches run.
+    :func:`~tl_continuous.lines_of_thought.launch.collect_launched`: ``--worker`` and
+    ``--n-workers`` come from ``args`` where given, else from the launcher's environment
+    (torchrun's ``RANK``/``WORLD_SIZE``, a SLURM array's task id and count); ``--batch-size``
+    and ``--no-progress`` from ``args`` too; ``kwargs`` (such as ``hook``) are passed on.
+    Under torchrun rank 0 verifies the folder once every rank is done.
+
+    Returns:
+        The :class:`~tl_continuous.lines_of_thought.launch.LaunchedCollection` (``.ran``:
+        the batches run).
     """
-    from tl_continuous.lines_of_thought.collect import collect_shards
+    from tl_continuous.lines_of_thought.launch import collect_launched
 
-    return collect_shards(
+    return collect_launched(
         model,
         corpus,
         folder,
-        worker=args.worker,
-        n_workers=args.n_workers,
+        worker=getattr(args, "worker", None),
+        n_workers=getattr(args, "n_workers", None),
         batch_size=args.batch_size,
         progress=not args.no_progress,
         **kwargs,

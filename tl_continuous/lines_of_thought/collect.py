@@ -570,7 +570,9 @@ def read_manifest(shard_dir: str | os.PathLike[str]) -> dict[str, Any]:
     """The manifest of a complete shard folder (sizes, layer names, metadata).
 
     Raises:
-        As :func:`load_shards`, except that no shard is read (use :func:`iter_shards`).
+        NotADirectoryError: ``shard_dir`` is an existing file.
+        FileNotFoundError: no ``manifest.json`` in the folder.
+        IncompleteShardsError: some batches are missing (listed in the message).
     """
     return _complete_manifest(shard_dir)[1]
 
@@ -583,7 +585,11 @@ def iter_shards(shard_dir: str | os.PathLike[str]) -> Iterator[dict[str, Tensor]
     :mod:`~tl_continuous.lines_of_thought.streaming` reads folders this way).
 
     Raises:
-        As :func:`load_shards` (a damaged shard is reported when it is reached).
+        NotADirectoryError: ``shard_dir`` is an existing file.
+        FileNotFoundError: no ``manifest.json`` in the folder.
+        IncompleteShardsError: some batches are missing (listed in the message).
+        CorruptShardError: a shard is unreadable or fails its checksum (raised when
+            it is reached).
     """
     folder, manifest = _complete_manifest(shard_dir)
     expected = str(manifest["tokens_sha256"])
@@ -602,7 +608,11 @@ def verify_shards(shard_dir: str | os.PathLike[str]) -> dict[str, Any]:
         ``n_sequences``, ``n_batches``, ``n_layers``, ``d_model`` and ``tokens_sha256``.
 
     Raises:
-        As :func:`load_shards`; ``CorruptShardError`` also when the sizes disagree.
+        NotADirectoryError: ``shard_dir`` is an existing file.
+        FileNotFoundError: no ``manifest.json`` in the folder.
+        IncompleteShardsError: some batches are missing (listed in the message).
+        CorruptShardError: a shard is unreadable, fails its checksum, or the sizes
+            disagree with the manifest.
     """
     folder, manifest = _complete_manifest(shard_dir)
     n_seen, shape = 0, (0, 0)

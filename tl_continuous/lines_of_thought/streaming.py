@@ -87,8 +87,10 @@ def gram_matrices(
     Shards are read one at a time; memory is ``layer * d_model^2`` floats whatever ``n``.
 
     Raises:
-        As :func:`~tl_continuous.lines_of_thought.collect.load_shards` (a missing, damaged or
-        foreign folder is named).
+        NotADirectoryError: ``shard_dir`` is an existing file.
+        FileNotFoundError: no ``manifest.json`` in the folder.
+        IncompleteShardsError: some batches are missing (listed in the message).
+        CorruptShardError: a shard is unreadable or fails its checksum.
     """
     gram: Tensor | None = None
     n = 0
@@ -124,7 +126,8 @@ def streamed_bases(
 
     Raises:
         ValueError: fewer than two trajectories, or ``rank``/``dtype`` out of range.
-        As :func:`~tl_continuous.lines_of_thought.collect.load_shards` for the folder.
+        FileNotFoundError, IncompleteShardsError, CorruptShardError: as
+            :func:`~tl_continuous.lines_of_thought.collect.load_shards`, for the folder.
     """
     if dtype not in (torch.float64, torch.float32):
         raise ValueError(f"dtype must be torch.float64 or torch.float32 (got {dtype})")
@@ -322,7 +325,8 @@ def streamed_residual_statistics(
 
     Raises:
         ValueError: fewer than 3 trajectories, bases of other layers or width, bad options.
-        As :func:`~tl_continuous.lines_of_thought.collect.load_shards` for the folder.
+        FileNotFoundError, IncompleteShardsError, CorruptShardError: as
+            :func:`~tl_continuous.lines_of_thought.collect.load_shards`, for the folder.
     """
     manifest = read_manifest(shard_dir)
     names = list(manifest["layer_names"])

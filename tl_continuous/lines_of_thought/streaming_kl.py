@@ -124,7 +124,8 @@ def streamed_truncation_kl_last_layer(
 
     Raises:
         ValueError: bases or model that do not fit the folder, ``ks`` out of range.
-        As :func:`~tl_continuous.lines_of_thought.collect.load_shards` for the folder.
+        FileNotFoundError, IncompleteShardsError, CorruptShardError: as
+            :func:`~tl_continuous.lines_of_thought.collect.load_shards`, for the folder.
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be a positive integer (got {batch_size})")
@@ -184,7 +185,8 @@ def streamed_truncation_kl_every_layer(
 
     Raises:
         ValueError: bases or model that do not fit the folder, padded sequences, bad options.
-        As :func:`~tl_continuous.lines_of_thought.collect.load_shards` for the folder.
+        FileNotFoundError, IncompleteShardsError, CorruptShardError: as
+            :func:`~tl_continuous.lines_of_thought.collect.load_shards`, for the folder.
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be a positive integer (got {batch_size})")

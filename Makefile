@@ -28,7 +28,7 @@ TL4_TESTS := tests/test_tl4_smoke.py tests/test_bridge_positions.py tests/test_p
 	tests/lines_of_thought/test_dynamics.py tests/lines_of_thought/test_langevin.py
 TL4_BRIDGE_CASES := tests/test_continuous.py tests/test_patching.py tests/experiments/test_sweeps.py \
 	tests/lines_of_thought/test_ensemble.py tests/lines_of_thought/test_shards.py \
-	tests/lines_of_thought/test_truncation.py
+	tests/lines_of_thought/test_truncation.py tests/lines_of_thought/test_streaming.py
 
 .PHONY: env env-tl4 demo demo-quick test lint typecheck docs docs-screenshots pytest pytest-tl4 bench clean chromium
 

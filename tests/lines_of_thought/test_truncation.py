@@ -39,13 +39,13 @@ def test_every_layer_fast_path_equals_naive_recompute(make_tiny, kind, monkeypat
     model, lot, bases = _setup(kind, build=make_tiny)
     ks = [1, 4, 16, 40, 64]
     backend, calls = backend_for(model), []
-    continue_kv = backend.kv_continue
+    continue_kv = backend.kv_branches
 
     def spy(*args: Any, **kwargs: Any) -> torch.Tensor:
         calls.append(args[-1])
         return continue_kv(*args, **kwargs)
 
-    monkeypatch.setattr(backend, "kv_continue", spy)
+    monkeypatch.setattr(backend, "kv_branches", spy)
     fast = truncation_kl_every_layer(model, lot, bases, ks, batch_size=16, progress=False)
     assert calls and max(calls) > 1  # the fast path ran on the backend's KV cache, K-tiled
     monkeypatch.undo()

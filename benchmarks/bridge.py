@@ -31,7 +31,7 @@ from typing import Any
 
 import torch
 
-from benchmarks.results_io import write_result
+from benchmarks._results_io import write_result
 
 
 def _time(fn: Callable[[], object]) -> float:

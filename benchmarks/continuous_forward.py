@@ -28,7 +28,7 @@ from collections.abc import Callable
 
 import torch
 
-from benchmarks.results_io import write_result
+from benchmarks._results_io import write_result
 from tl_continuous import Durations, continuous, load_model
 from tl_continuous.continuous.reference_hf import hf_continuous_logits
 from tl_continuous.models import load_hf_reference

@@ -11,7 +11,7 @@ import statistics
 import subprocess
 import sys
 
-from benchmarks.results_io import write_result
+from benchmarks._results_io import write_result
 
 _CHILD = """
 import json, time

@@ -28,6 +28,7 @@ import torch
 
 __all__ = [
     "block_matmul_params",
+    "block_matmul_speed",
     "flops_per_token",
     "forward_flops",
     "limit_entry",
@@ -102,7 +103,9 @@ def forward_flops(
     c = _cfg(cfg)
     blocks = int(c["n_layers"]) if n_blocks is None else n_blocks
     pairs = n_new * (n_past + n_new)
-    per_block = 2 * block_matmul_params(c) * n_new + 4 * int(c["n_heads"]) * int(c["d_head"]) * pairs
+    per_block = (
+        2 * block_matmul_params(c) * n_new + 4 * int(c["n_heads"]) * int(c["d_head"]) * pairs
+    )
     logits = n_new if unembed_positions is None else unembed_positions
     return batch * (blocks * per_block + 2 * int(c["d_model"]) * int(c["d_vocab"]) * logits)
 
@@ -132,6 +135,49 @@ def sgemm_peak(threads: int | None = None, size: int = 2048, repeats: int = 5) -
     finally:
         torch.set_num_threads(before)
     return 2 * size**3 / best / 1e9
+
+
+def _block_shapes(c: dict[str, Any]) -> list[tuple[int, int]]:
+    d_model, n_heads, d_head = int(c["d_model"]), int(c["n_heads"]), int(c["d_head"])
+    kv = int(c.get("n_key_value_heads") or n_heads) * d_head
+    shapes = [
+        (d_model, n_heads * d_head),
+        (d_model, kv),
+        (d_model, kv),
+        (n_heads * d_head, d_model),
+    ]
+    if c.get("d_mlp") and not c.get("attn_only"):
+        d_mlp = int(c["d_mlp"])
+        shapes += [(d_model, d_mlp)] * (2 if c.get("gated_mlp") else 1) + [(d_mlp, d_model)]
+    return shapes
+
+
+def block_matmul_speed(cfg: Any, rows: int, repeats: int = 5) -> float:
+    """GFLOP/s of one block's weight matrix multiplies alone (``F.linear`` on ``rows`` token
+    rows, the block's shapes, random float32 data; best of ``repeats``): the most a forward
+    of ``rows`` tokens could reach with every other operation free.
+
+    >>> block_matmul_speed({"d_model": 8, "n_heads": 2, "d_head": 4, "d_mlp": 16}, 4, 1) > 0
+    True
+    """
+    c = _cfg(cfg)
+    gen = torch.Generator().manual_seed(0)
+    pairs = [
+        (torch.randn(rows, fan_in, generator=gen), torch.randn(fan_out, fan_in, generator=gen))
+        for fan_in, fan_out in _block_shapes(c)
+    ]
+
+    def run() -> None:
+        for x, w in pairs:
+            torch.nn.functional.linear(x, w)
+
+    run()
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        run()
+        best = min(best, time.perf_counter() - start)
+    return 2 * rows * block_matmul_params(c) / best / 1e9
 
 
 def limit_entry(flops: float, seconds: float, peak_gflops: float) -> dict[str, float]:

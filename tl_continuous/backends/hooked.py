@@ -188,8 +188,8 @@ class HookedBackend:
         """
         b = token.shape[0]
         if m == 1 or not _branches_along_positions(model):
-            logits = self.kv_continue(model, token, cache, m)[:, -1]
-            return logits.reshape(m, b, -1)
+            tiled = self.kv_continue(model, token, cache, m)[:, -1]
+            return tiled.reshape(m, b, -1)
         prefix = int(cache.previous_attention_mask.shape[1])
         rows = token.expand(b, m)
         mask = torch.zeros_like(rows)

@@ -57,7 +57,7 @@ class ReportSettings:
     testbed_prompts: int = 16
     max_tau: int | None = None
     sweep_values: tuple[float, ...] = (1.0, 0.75, 0.5, 0.25, 0.1)
-    sweep_sentences: int | None = 160
+    sweep_sentences: int | None = 128
 
     @classmethod
     def preset(cls, quick: bool) -> ReportSettings:

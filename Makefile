@@ -88,6 +88,8 @@ docs-screenshots: docs chromium
 
 test: lint typecheck docs pytest pytest-tl4
 
+# Every benchmark at its documented defaults (benchmarks/README.md lists each command; the
+# spec's 288-K KL grids are separate commands). Writes benchmarks/results/*.json.
 bench: $(STAMP)
 	$(PY) -m benchmarks
 

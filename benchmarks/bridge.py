@@ -15,6 +15,11 @@ Measured in one run, interleaved repetitions, medians of per-repetition ratios:
    ``--kl-ks`` grid (default: the report's 16 values of K); the two curves' largest
    difference is reported too.
 
+Speeds are also given against the machine's limit (``benchmarks/_limits.py``: the sgemm peak
+measured in the same run; FLOPs of the work each variant does: a bridge computes the logits
+of every position even with ``return_type=None``, collection stops before them, the KL paths
+as in ``benchmarks.lot_truncation``).
+
 Run: ``python -m benchmarks.bridge [--repeats N] [--threads T] [--kl-n N] [--kl-ks K ...]``
 writes ``benchmarks/results/bridge.json``; ``--kl-only --kl-n 4 --kl-ks $(seq 2 2 576)
 --result bridge_kl_spec_grid`` measures the fast path alone on the spec's 288-K grid.
@@ -31,7 +36,8 @@ from typing import Any
 
 import torch
 
-from benchmarks.results_io import write_result
+from benchmarks._limits import forward_flops, limit_entry, sgemm_peak
+from benchmarks._results_io import write_result
 
 
 def _time(fn: Callable[[], object]) -> float:
@@ -73,20 +79,53 @@ def main(argv: list[str] | None = None) -> None:
     from tl_continuous.models import load_model
     from tl_continuous.reports.settings import DEFAULT_KS
 
+    peak = sgemm_peak()
     bridge = load_model("smollm2-135m", backend="bridge")
     numbers: dict[str, Any] = {"command": "python -m benchmarks.bridge " + " ".join(argv or [])}
     if not args.kl_only:
         numbers |= _forward_ratios(bridge, args)
     numbers["kl_every_layer"] = _kl_fast_path(bridge, args, args.kl_ks or DEFAULT_KS)
+    peak = max(peak, sgemm_peak())
+    numbers["sgemm_peak_gflops"] = peak
+    numbers["limits"] = _limits(bridge, args, numbers, peak)
     path = write_result(args.result, numbers)
     for name, value in numbers.get("ratios", {}).items():
         print(f"{name:32s} {value:.3f}")
+    print(f"sgemm peak {peak:.1f} GFLOP/s ({args.threads} thread(s))")
+    for name, e in numbers["limits"].items():
+        print(f"{name:32s} {e['gflops']:6.1f} GFLOP/s = {e['fraction_of_peak']:.2f} of the peak")
     kl = numbers["kl_every_layer"]
     print(
         f"KL fast path speed-up {kl['speedup']:.1f}x ({kl['kv_cache_s']:.1f} s vs "
         f"{kl['naive_s']:.1f} s, {len(kl['ks'])} K values); curves agree to "
         f"{kl['max_abs_difference']:.2e}; wrote {path}"
     )
+
+
+def _limits(
+    bridge: Any, args: argparse.Namespace, numbers: dict[str, Any], peak: float
+) -> dict[str, dict[str, float]]:
+    from benchmarks.lot_truncation import kl_flops
+
+    cfg, out = bridge.cfg, {}
+    medians = numbers.get("median_seconds", {})
+    full = forward_flops(cfg, args.batch, args.pos)
+    work = {
+        "bridge_plain": full,
+        "hooked_plain": full,
+        "bridge_continuous": full,
+        "bridge_forward_no_unembed": full,  # the bridge unembeds even with return_type=None
+        "bridge_collect": forward_flops(cfg, args.batch, args.pos, unembed_positions=0),
+    }
+    for name, flops in work.items():
+        if name in medians:
+            out[name] = limit_entry(flops, medians[name], peak)
+    kl = numbers["kl_every_layer"]
+    kl_work = kl_flops(bridge, kl["n"], kl["n"], 50, len(kl["ks"]), 256)
+    out["kl_kv_cache"] = limit_entry(kl_work["kv_cache"], kl["kv_cache_s"], peak)
+    out["kl_naive"] = limit_entry(kl_work["naive"], kl["naive_s"], peak)
+    kl["flop_ratio_naive_over_kv_cache"] = kl_work["naive"] / kl_work["kv_cache"]
+    return out
 
 
 def _forward_ratios(bridge: Any, args: argparse.Namespace) -> dict[str, Any]:

@@ -14,6 +14,10 @@ Each repetition times the three variants back to back; the ratios reported are m
 the per-repetition ratios (robust to the load drifting on a shared machine), next to the
 ratios of the median times.
 
+Each TransformerLens variant's speed is also given against the machine's limit
+(``benchmarks/_limits.py``: the sgemm peak measured in the same run, and the FLOPs of a forward
+with logits at every position).
+
 Run: ``python -m benchmarks.continuous_forward [--repeats N] [--threads T]``; writes
 ``benchmarks/results/continuous_forward.json``.
 """
@@ -28,7 +32,8 @@ from collections.abc import Callable
 
 import torch
 
-from benchmarks.results_io import write_result
+from benchmarks._limits import forward_flops, limit_entry, sgemm_peak
+from benchmarks._results_io import write_result
 from tl_continuous import Durations, continuous, load_model
 from tl_continuous.continuous.reference_hf import hf_continuous_logits
 from tl_continuous.models import load_hf_reference
@@ -49,6 +54,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv or [])
     torch.set_num_threads(args.threads)
     torch.set_grad_enabled(False)
+    peak = sgemm_peak()
 
     model = load_model("smollm2-135m")
     hf = load_hf_reference("smollm2-135m")
@@ -82,6 +88,11 @@ def main(argv: list[str] | None = None) -> None:
         for name, fn in variants.items():
             times[name].append(_time(fn))
     median = {name: statistics.median(ts) for name, ts in times.items()}
+    peak = max(peak, sgemm_peak())
+    flops = forward_flops(model.cfg, args.batch, args.pos)
+    limits = {
+        name: limit_entry(flops, median[name], peak) for name in ("tl_plain", "tl_continuous")
+    }
 
     def paired(num: str, den: str) -> float:
         return statistics.median(a / b for a, b in zip(times[num], times[den], strict=True))
@@ -90,6 +101,9 @@ def main(argv: list[str] | None = None) -> None:
         "batch": args.batch,
         "pos": args.pos,
         "repeats": args.repeats,
+        "command": "python -m benchmarks.continuous_forward " + " ".join(argv or []),
+        "sgemm_peak_gflops": peak,
+        "limits": limits,
         "seconds": times,
         "median_seconds": median,
         "ratio_continuous_over_plain": paired("tl_continuous", "tl_plain"),
@@ -114,6 +128,12 @@ def main(argv: list[str] | None = None) -> None:
         f"(TransformerLens itself: plain TL / plain HF = "
         f"{result['ratio_tl_plain_over_hf_plain']:.3f} paired)"
     )
+    print(f"sgemm peak {peak:.1f} GFLOP/s ({args.threads} thread(s))")
+    for name, e in limits.items():
+        print(
+            f"{name:>14}: {e['gflops']:6.1f} GFLOP/s = {e['fraction_of_peak']:.2f} of the peak "
+            f"({e['gflop']:.1f} GFLOP per forward)"
+        )
     write_result("continuous_forward", result)
 
 

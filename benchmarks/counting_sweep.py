@@ -17,7 +17,7 @@ import time
 
 import torch
 
-from benchmarks.results_io import write_result
+from benchmarks._results_io import write_result
 
 
 def main(argv: list[str] | None = None) -> None:

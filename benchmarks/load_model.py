@@ -6,12 +6,13 @@ the import of torch/TransformerLens is timed separately from the load itself.
 
 from __future__ import annotations
 
+import argparse
 import json
 import statistics
 import subprocess
 import sys
 
-from benchmarks.results_io import write_result
+from benchmarks._results_io import write_result
 
 _CHILD = """
 import json, time
@@ -24,7 +25,10 @@ print(json.dumps({"import_s": t1 - t0, "load_s": t2 - t1}))
 """
 
 
-def main(repeats: int = 3) -> None:
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="load_model() from the converted cache")
+    parser.add_argument("--repeats", type=int, default=3)
+    repeats = parser.parse_args(argv or []).repeats
     subprocess.run([sys.executable, "-c", _CHILD], check=True, capture_output=True)  # warm cache
     runs = []
     for _ in range(repeats):
@@ -42,4 +46,4 @@ def main(repeats: int = 3) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    main(sys.argv[1:])

@@ -94,11 +94,11 @@ def _run_method(method: str, model: Any, toks: torch.Tensor, batch_size: int) ->
     return out
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--child", choices=["collect", "run_with_cache"], default=None)
-    args = p.parse_args()
+    args = p.parse_args(argv or [])
     if args.child:
         child(args.child, args.batch_size)
         return
@@ -140,4 +140,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    main(sys.argv[1:])

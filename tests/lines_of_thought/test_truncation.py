@@ -39,13 +39,13 @@ def test_every_layer_fast_path_equals_naive_recompute(make_tiny, kind, monkeypat
     model, lot, bases = _setup(kind, build=make_tiny)
     ks = [1, 4, 16, 40, 64]
     backend, calls = backend_for(model), []
-    continue_kv = backend.kv_continue
+    continue_kv = backend.kv_branches
 
     def spy(*args: Any, **kwargs: Any) -> torch.Tensor:
         calls.append(args[-1])
         return continue_kv(*args, **kwargs)
 
-    monkeypatch.setattr(backend, "kv_continue", spy)
+    monkeypatch.setattr(backend, "kv_branches", spy)
     fast = truncation_kl_every_layer(model, lot, bases, ks, batch_size=16, progress=False)
     assert calls and max(calls) > 1  # the fast path ran on the backend's KV cache, K-tiled
     monkeypatch.undo()
@@ -60,6 +60,51 @@ def test_every_layer_fast_path_equals_naive_recompute(make_tiny, kind, monkeypat
     torch.testing.assert_close(one_k_per_pass.kl_mean, naive.kl_mean, atol=1e-5, rtol=0)
     assert abs(fast.baseline - naive.baseline) < 1e-5
     assert float(fast.kl_mean[0]) > 1e-3  # the test can fail: truncation does change p
+
+
+@pytest.mark.parametrize("kind", ["rotary", "rotary-partial"])
+def test_branches_as_positions_equal_naive_in_float64(kind: str) -> None:
+    # the hooked backend runs a rotary model's branches as positions of one continuation
+    # (each masked to its own key, all at the prefix length); in float64 the fast path must
+    # equal the naive one to rounding, whatever the chunking
+    model, lot, bases = _setup(kind, dtype=torch.float64, n=24, pos=7)
+    ks = [1, 2, 5, 9, 17, 24]
+    seen: list[tuple[int, ...]] = []
+
+    def spy(act: torch.Tensor, hook: Any) -> None:
+        seen.append(tuple(act.shape[:2]))
+
+    naive = truncation_kl_every_layer(model, lot, bases, ks, batch_size=8, method="naive",
+                                      progress=False)  # fmt: skip
+    for max_rows in (256, 24):  # all branches in one pass; three per pass
+        with model.hooks(fwd_hooks=[("blocks.0.hook_resid_post", spy)]):
+            fast = truncation_kl_every_layer(
+                model, lot, bases, ks, batch_size=8, max_rows=max_rows, progress=False
+            )
+        torch.testing.assert_close(fast.kl_mean, naive.kl_mean, atol=1e-12, rtol=1e-10)
+        torch.testing.assert_close(fast.kl_median, naive.kl_median, atol=1e-12, rtol=1e-10)
+        assert abs(fast.baseline - naive.baseline) < 1e-12
+        # prefix passes [8, 6], then branch passes [8, m] along positions
+        assert (8, 6) in seen and (8, min(len(ks) + 1, max_rows // 8)) in seen
+        seen.clear()
+    assert float(naive.kl_mean[0]) > 1e-3
+    for block in model.blocks:  # the masks were put back
+        assert "apply_causal_mask" not in vars(block.attn)
+
+
+def test_branch_masks_are_removed_when_a_hook_fails() -> None:
+    model, lot, bases = _setup("rotary", n=8, pos=5)
+
+    def boom(act: torch.Tensor, hook: Any) -> None:
+        if act.shape[1] > 1 and act.shape[1] != 4:  # a branch pass, not the prefix
+            raise RuntimeError("boom")
+
+    hooks = model.hooks(fwd_hooks=[("blocks.1.hook_resid_post", boom)])
+    with pytest.raises(RuntimeError, match="boom"), hooks:
+        truncation_kl_every_layer(model, lot, bases, [2, 4], progress=False)
+    for block in model.blocks:
+        assert "apply_causal_mask" not in vars(block.attn)
+    assert not any(h.fwd_hooks for h in model.hook_dict.values())
 
 
 @torch.no_grad()

@@ -62,6 +62,13 @@ class Backend(Protocol):
         ``repeat`` times (``K``-major), leaving the cache as it was."""
         ...
 
+    def kv_branches(self, model: Any, token: Tensor, cache: Any, m: int) -> Tensor:
+        """Logits ``[m, batch, vocab]`` of ``m`` independent one-token continuations of a
+        :meth:`kv_prefix` cache by ``token`` ``[batch, 1]``, told apart by hooks, which see
+        the branches either as positions (``[batch, m, ...]``) or as rows ``K``-major
+        (``[m * batch, 1, ...]``); ``cache`` is left as it was."""
+        ...
+
     def install(
         self,
         model: Any,

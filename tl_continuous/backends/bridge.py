@@ -149,6 +149,13 @@ class BridgeBackend:
         logits: Tensor = model(rows, past_key_values=big, use_cache=True)
         return logits
 
+    def kv_branches(self, model: Any, token: Tensor, cache: Any, m: int) -> Tensor:
+        """Logits ``[m, batch, vocab]`` of ``m`` independent continuations of the cached
+        prefix by ``token`` ``[batch, 1]``: the cache's rows tiled ``m`` times (``K``-major;
+        hooks see ``[m * batch, 1, ...]``)."""
+        logits = self.kv_continue(model, token, cache, m)[:, -1]
+        return logits.reshape(m, token.shape[0], -1)
+
     def install(
         self,
         model: Any,

@@ -42,7 +42,8 @@ sees integer positions, which are token counts):
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import torch
@@ -170,6 +171,32 @@ class HookedBackend:
         rows = tokens.repeat(repeat, 1)
         logits: Tensor = model(rows, attention_mask=torch.ones_like(rows), past_kv_cache=big)
         return logits
+
+    def kv_branches(self, model: Any, token: Tensor, cache: Any, m: int) -> Tensor:
+        """Logits ``[m, batch, vocab]`` of ``m`` independent continuations of the cached prefix
+        by ``token`` ``[batch, 1]``; hooks tell the branches apart and change each one.
+
+        On a rotary model the branches run as ``m`` positions of one continuation
+        (``[batch, m]``: hooks see ``[batch, m, ...]``): an attention mask that counts only the
+        first of them puts every branch at the prefix length, and each attention module's
+        causal mask is replaced, for this call, by the one a single continuation would get,
+        with each branch seeing its own key and none of the others'. The prefix's keys and
+        values are then read once per sequence instead of once per branch. Other models
+        (learned positions, which zero the position rows of masked tokens; dynamic NTK or
+        log-n scaling, which read the token count) tile the cache's rows instead (hooks see
+        ``[m * batch, 1, ...]``, ``K``-major). ``cache`` is left as it was.
+        """
+        b = token.shape[0]
+        if m == 1 or not _branches_along_positions(model):
+            tiled = self.kv_continue(model, token, cache, m)[:, -1]
+            return tiled.reshape(m, b, -1)
+        prefix = int(cache.previous_attention_mask.shape[1])
+        rows = token.expand(b, m)
+        mask = torch.zeros_like(rows)
+        mask[:, 0] = 1  # later branches repeat the first one's position
+        with _branch_masks(model, prefix, m):
+            logits: Tensor = model(rows, attention_mask=mask, past_kv_cache=cache)
+        return logits.transpose(0, 1)
 
     def install(
         self,
@@ -306,6 +333,52 @@ def _pos_embed_hook(signal: Any) -> Any:
         return interpolate_table(table, state.index[:, offset:], valid)
 
     return hook
+
+
+def _branches_along_positions(model: Any) -> bool:
+    """Whether :meth:`HookedBackend.kv_branches` may run branches as positions."""
+    cfg = model.cfg
+    return bool(
+        cfg.positional_embedding_type == "rotary"
+        and not getattr(cfg, "use_dynamic_ntk_rope", False)
+        and not getattr(cfg, "use_logn_attn", False)
+        and cfg.attention_dir == "causal"
+        and all(isinstance(block.attn, AbstractAttention) for block in model.blocks)
+    )
+
+
+@contextmanager
+def _branch_masks(model: Any, prefix: int, m: int) -> Iterator[None]:
+    """Within the ``with`` body, every attention module masks a ``[batch, m]`` continuation
+    of a ``prefix``-long cache as ``m`` separate one-token continuations: query ``j`` sees
+    the prefix keys that one continuation would see (its own sliding window included) and
+    key ``prefix + j``, nothing else. The padding mask is ignored (the prefix has none; it
+    only moves the branches' positions)."""
+    patched = []
+    try:
+        for block in model.blocks:
+            attn = block.attn
+            single = attn._make_causal_mask(1, prefix + 1, prefix, attn.IGNORE.device)[0, 0, 0]
+            own = torch.eye(m, dtype=torch.bool, device=single.device) & single[prefix]
+            allowed = torch.cat([single[:prefix].expand(m, prefix), own], dim=1)
+            attn.apply_causal_mask = _masker(attn, allowed)
+            patched.append(attn)
+        yield
+    finally:
+        for attn in patched:
+            del attn.apply_causal_mask
+
+
+def _masker(attn: Any, allowed: Tensor) -> Any:
+    def apply_causal_mask(scores: Tensor, offset: int = 0, attention_mask: Any = None) -> Tensor:
+        if tuple(scores.shape[-2:]) != tuple(allowed.shape):
+            raise RuntimeError(
+                f"branch mask {tuple(allowed.shape)} does not fit scores {tuple(scores.shape)}"
+            )
+        ignore = attn.IGNORE.to(scores.device, scores.dtype)
+        return torch.where(allowed.to(scores.device), scores, ignore)
+
+    return apply_causal_mask
 
 
 def _repeat_cache(cache: Any, m: int) -> Any:

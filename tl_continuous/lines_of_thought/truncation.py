@@ -343,23 +343,40 @@ def _projection_hooks(
     return [(name, projector(bases.top(i, k))) for i, name in layers]
 
 
-def _multi_k_hooks(
+def _branch_hooks(
     bases: TrajectoryBases,
     layers: list[tuple[int, str]],
-    row_k: Int[Tensor, " rows"],
+    branch_k: Int[Tensor, " m"],
 ) -> list[tuple[str | Callable[..., Any], Callable[..., Any]]]:
-    """Hooks projecting row ``r`` of a ``[rows, 1, d_model]`` pilot onto its top-``row_k[r]``."""
-    keep = (torch.arange(bases.rank)[None, :] < row_k[:, None]).to(bases.U.dtype)
+    """Hooks projecting branch ``j`` of a ``kv_branches`` pass onto its top-``branch_k[j]``
+    directions (``0``: left as it is, the model's own pilot).
+
+    The backend lays the branches out along positions (``[batch, m, d_model]``) or along
+    rows, branch-major (``[m * batch, 1, d_model]``); with ``m == 1`` the two agree.
+    """
+    m = int(branch_k.shape[0])
+    keep = (torch.arange(bases.rank)[None, :] < branch_k[:, None]).to(bases.U.dtype)
+    mine = (branch_k == 0)[:, None]
 
     def projector(u: Tensor) -> Callable[..., Tensor]:  # u sorted by singular value
         def project(act: Tensor, hook: Any) -> Tensor:
             basis = u.to(act.device)
-            coeff = (act[:, -1].to(basis.dtype) @ basis) * keep.to(act.device)
-            return (coeff @ basis.T).to(act.dtype)[:, None]
+            if act.shape[1] == 1:  # rows, branch-major
+                rows = act.shape[0] // m
+                k_mask = keep.to(act.device).repeat_interleave(rows, dim=0)[:, None]
+                own = mine.to(act.device).repeat_interleave(rows, dim=0)[:, None]
+            else:  # positions
+                k_mask, own = keep.to(act.device)[None], mine.to(act.device)[None]
+            coeff = (act.to(basis.dtype) @ basis) * k_mask
+            return torch.where(own, act, (coeff @ basis.T).to(act.dtype))
 
         return project
 
-    return [(name, projector(bases.top(i, bases.rank))) for i, name in layers]
+    return [(name, projector(u)) for name, u in _full_bases(bases, layers)]
+
+
+def _full_bases(bases: TrajectoryBases, layers: list[tuple[int, str]]) -> list[tuple[str, Tensor]]:
+    return [(name, bases.top(i, bases.rank)) for i, name in layers]
 
 
 def _every_layer_kv_batch(
@@ -371,22 +388,27 @@ def _every_layer_kv_batch(
     out: Tensor,
     max_rows: int,
 ) -> Tensor:
-    """Prefix once into a key/value cache; pilot re-run for several K per pass; fills ``out``."""
+    """Prefix once into a key/value cache, then the pilot as independent branches: the
+    model's own (no projection) and one per K, several per pass; fills ``out``."""
     backend = backend_for(model)
     b = toks.shape[0]
     cache = backend.kv_prefix(model, toks[:, :-1])
     last = toks[:, -1:]
-    logits = backend.kv_continue(model, last, cache, 1)[:, -1]
-    logp = torch.log_softmax(logits.double(), dim=-1)
+    branches = [0, *grid]  # 0: the unprojected pilot, whose p every K is compared with
     per_pass = max(1, max_rows // b)
-    for first in range(0, len(grid), per_pass):
-        chunk = grid[first : first + per_pass]
-        m = len(chunk)
-        row_k = torch.tensor(chunk).repeat_interleave(b)
-        with model.hooks(fwd_hooks=_multi_k_hooks(bases, layers, row_k)):
-            logits = backend.kv_continue(model, last, cache, m)
-        logp_k = torch.log_softmax(logits[:, -1].double(), dim=-1).view(m, b, -1)
-        out[first : first + m] = kl_divergence(logp_k, logp.expand(m, -1, -1)).cpu()
+    logp: Tensor | None = None
+    for first in range(0, len(branches), per_pass):
+        chunk = branches[first : first + per_pass]
+        with model.hooks(fwd_hooks=_branch_hooks(bases, layers, torch.tensor(chunk))):
+            logits = backend.kv_branches(model, last, cache, len(chunk))
+        logp_k = torch.log_softmax(logits.double(), dim=-1)  # [m, b, vocab]
+        if logp is None:
+            logp, logp_k = logp_k[0], logp_k[1:]
+        done = first + len(chunk) - 1  # grid values filled so far
+        n = logp_k.shape[0]
+        if n:
+            out[done - n : done] = kl_divergence(logp_k, logp.expand(n, -1, -1)).cpu()
+    assert logp is not None
     return logp
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import platform
 import time
 from pathlib import Path
@@ -19,6 +20,7 @@ def write_result(name: str, numbers: dict[str, Any]) -> Path:
     record = {
         "benchmark": name,
         "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "load_avg_1min_at_end": os.getloadavg()[0],
         "machine": {
             "python": platform.python_version(),
             "torch": torch.__version__,

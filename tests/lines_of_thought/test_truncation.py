@@ -22,7 +22,7 @@ from tl_continuous.lines_of_thought.truncation import (
     truncation_kl_every_layer,
     truncation_kl_last_layer,
 )
-from tl_continuous.tiny import tiny_model
+from tl_continuous.tiny import tiny_bridge, tiny_model
 
 
 def _setup(
@@ -62,12 +62,14 @@ def test_every_layer_fast_path_equals_naive_recompute(make_tiny, kind, monkeypat
     assert float(fast.kl_mean[0]) > 1e-3  # the test can fail: truncation does change p
 
 
-@pytest.mark.parametrize("kind", ["rotary", "rotary-partial"])
-def test_branches_as_positions_equal_naive_in_float64(kind: str) -> None:
-    # the hooked backend runs a rotary model's branches as positions of one continuation
-    # (each masked to its own key, all at the prefix length); in float64 the fast path must
-    # equal the naive one to rounding, whatever the chunking
-    model, lot, bases = _setup(kind, dtype=torch.float64, n=24, pos=7)
+@pytest.mark.parametrize("kind", ["rotary", "rotary-partial", "learned"])
+def test_branches_as_positions_equal_naive_in_float64(make_tiny, backend, kind: str) -> None:
+    # both backends run a rotary model's branches as positions of one continuation (each
+    # masked to its own key, all at the prefix length); the bridge does so for learned
+    # positions too (position_ids), the hooked backend tiles rows there. In float64 the fast
+    # path must equal the naive one to rounding, whatever the chunking
+    model, lot, bases = _setup(kind, dtype=torch.float64, n=24, pos=7, build=make_tiny)
+    along = backend == "bridge" or kind != "learned"
     ks = [1, 2, 5, 9, 17, 24]
     seen: list[tuple[int, ...]] = []
 
@@ -84,12 +86,71 @@ def test_branches_as_positions_equal_naive_in_float64(kind: str) -> None:
         torch.testing.assert_close(fast.kl_mean, naive.kl_mean, atol=1e-12, rtol=1e-10)
         torch.testing.assert_close(fast.kl_median, naive.kl_median, atol=1e-12, rtol=1e-10)
         assert abs(fast.baseline - naive.baseline) < 1e-12
-        # prefix passes [8, 6], then branch passes [8, m] along positions
-        assert (8, 6) in seen and (8, min(len(ks) + 1, max_rows // 8)) in seen
+        # prefix passes [8, 6], then branch passes [8, m] along positions (or [8 m, 1] rows)
+        m = min(len(ks) + 1, max_rows // 8)
+        assert (8, 6) in seen and ((8, m) if along else (8 * m, 1)) in seen
         seen.clear()
     assert float(naive.kl_mean[0]) > 1e-3
-    for block in model.blocks:  # the masks were put back
+    for block in getattr(model, "blocks", []):  # the masks were put back
         assert "apply_causal_mask" not in vars(block.attn)
+    assert not any(h.fwd_hooks for h in model.hook_dict.values())
+
+
+@pytest.mark.parametrize("fail", [False, True])
+def test_bridge_branches_leave_the_prefix_cache_as_it_was(fail: bool) -> None:
+    # the bridge's branch pass continues Hugging Face's prefix cache in place and puts its
+    # tensors back, also when a hook raises; with no projection every branch is the model's
+    # own next-token prediction (a branch seeing another's key would weigh it twice)
+    model = tiny_bridge("rotary", n_layers=2, dtype=torch.float64)
+    tokens = torch.randint(0, 50, (3, 6), generator=torch.Generator().manual_seed(1))
+    backend = backend_for(model)
+    with torch.no_grad():
+        cache = backend.kv_prefix(model, tokens[:, :-1])
+        before = [(layer.keys, layer.values) for layer in cache.layers]
+        shapes: list[tuple[int, ...]] = []
+
+        def hook(act: torch.Tensor, hook: Any) -> None:
+            shapes.append(tuple(act.shape[:2]))
+            if fail:
+                raise RuntimeError("boom")
+
+        with model.hooks(fwd_hooks=[("blocks.1.hook_resid_post", hook)]):
+            if fail:
+                with pytest.raises(RuntimeError, match="boom"):
+                    backend.kv_branches(model, tokens[:, -1:], cache, 4)
+            else:
+                logits = backend.kv_branches(model, tokens[:, -1:], cache, 4)
+        assert shapes == [(3, 4)]  # the branches ran as positions
+        assert cache.get_seq_length() == 5
+        for layer, (keys, values) in zip(cache.layers, before, strict=True):
+            assert layer.keys is keys and layer.values is values
+        assert not any(h.fwd_hooks for h in model.hook_dict.values())
+        if not fail:
+            own = model(tokens)[:, -1]
+            assert logits.shape == (4, 3, 50)
+            torch.testing.assert_close(logits, own.expand(4, -1, -1), atol=1e-12, rtol=0)
+            again = backend.kv_branches(model, tokens[:, -1:], cache, 2)  # the cache still works
+            torch.testing.assert_close(again, own.expand(2, -1, -1), atol=1e-12, rtol=0)
+
+
+def test_bridge_sliding_window_falls_back_to_tiled_rows() -> None:
+    # a sliding-window config keeps the older K-tiled path (hooks see [m * batch, 1, ...])
+    model = tiny_bridge("rotary", n_layers=2, dtype=torch.float64, sliding_window=64)
+    tokens = torch.randint(0, 50, (3, 6), generator=torch.Generator().manual_seed(1))
+    backend = backend_for(model)
+    shapes: list[tuple[int, ...]] = []
+
+    def spy(act: torch.Tensor, hook: Any) -> None:
+        shapes.append(tuple(act.shape[:2]))
+
+    with torch.no_grad():
+        cache = backend.kv_prefix(model, tokens[:, :-1])
+        with model.hooks(fwd_hooks=[("blocks.1.hook_resid_post", spy)]):
+            logits = backend.kv_branches(model, tokens[:, -1:], cache, 4)
+        own = model(tokens)[:, -1]
+    assert shapes == [(12, 1)]
+    assert cache.get_seq_length() == 5
+    torch.testing.assert_close(logits, own.expand(4, -1, -1), atol=1e-12, rtol=0)
 
 
 def test_branch_masks_are_removed_when_a_hook_fails() -> None:

@@ -151,10 +151,50 @@ class BridgeBackend:
 
     def kv_branches(self, model: Any, token: Tensor, cache: Any, m: int) -> Tensor:
         """Logits ``[m, batch, vocab]`` of ``m`` independent continuations of the cached
-        prefix by ``token`` ``[batch, 1]``: the cache's rows tiled ``m`` times (``K``-major;
-        hooks see ``[m * batch, 1, ...]``)."""
-        logits = self.kv_continue(model, token, cache, m)[:, -1]
-        return logits.reshape(m, token.shape[0], -1)
+        prefix by ``token`` ``[batch, 1]``; hooks tell the branches apart and change each one.
+
+        Where it applies (:func:`_branches_along_positions`) the branches run as ``m``
+        positions of one continuation (``[batch, m]``: hooks see ``[batch, m, ...]``), all at
+        ``position_ids`` = the prefix length, with a 4-D additive attention mask by which each
+        branch sees the prefix's keys and its own key only. The prefix cache is read, not
+        copied per branch: its layers' tensors are put back after the call, also on error.
+        Otherwise the cache's rows are tiled ``m`` times (``K``-major; hooks see
+        ``[m * batch, 1, ...]``). ``cache`` is left as it was.
+        """
+        b = token.shape[0]
+        if m == 1 or not _branches_along_positions(model, cache):
+            logits = self.kv_continue(model, token, cache, m)[:, -1]
+            return logits.reshape(m, b, -1)
+        prefix = int(cache.get_seq_length())
+        dtype = cache.layers[0].keys.dtype
+        rows = token.expand(b, m)
+        own = torch.eye(m, dtype=torch.bool, device=token.device)
+        allowed = torch.cat([own.new_ones(m, prefix), own], dim=1)
+        mask = torch.zeros(allowed.shape, dtype=dtype, device=token.device)
+        mask = mask.masked_fill(~allowed, torch.finfo(dtype).min)[None, None].expand(b, 1, -1, -1)
+        positions = torch.full((b, m), prefix, dtype=torch.long, device=token.device)
+        saved = [(layer.keys, layer.values) for layer in cache.layers]
+        try:
+            out: Tensor = model(
+                rows,
+                past_key_values=cache,
+                use_cache=True,
+                attention_mask=mask,
+                position_ids=positions,
+            )
+        finally:
+            for layer, (keys, values) in zip(cache.layers, saved, strict=True):
+                layer.keys, layer.values = keys, values
+        if cache.get_seq_length() != prefix:
+            raise RuntimeError(
+                f"the prefix cache holds {cache.get_seq_length()} positions after the branch "
+                f"pass, expected {prefix}"
+            )
+        if out.shape[:2] != (b, m):
+            raise RuntimeError(
+                f"branch pass gave logits {tuple(out.shape)}, expected ({b}, {m}, vocab)"
+            )
+        return out.transpose(0, 1)
 
     def install(
         self,
@@ -191,6 +231,28 @@ class BridgeBackend:
                 u()
             raise
         return undo
+
+
+#: Hugging Face attention implementations that add a given 4-D float mask to the scores.
+_MASKED_ATTENTION = ("eager", "sdpa")
+
+
+def _branches_along_positions(model: Any, cache: Any) -> bool:
+    """Whether :meth:`BridgeBackend.kv_branches` may run branches as positions: a plain
+    :class:`~transformers.DynamicCache` (no sliding window, whose cropping would drop prefix
+    keys), attention that honours a 4-D mask, and no continuous signal attached (its
+    per-forward state reads a 2-D padding mask and token positions)."""
+    from transformers.cache_utils import DynamicLayer
+
+    config = model.original_model.config
+    layers = getattr(cache, "layers", None)
+    return bool(
+        layers
+        and all(type(layer) is DynamicLayer and layer.is_initialized for layer in layers)
+        and getattr(config, "_attn_implementation", None) in _MASKED_ATTENTION
+        and getattr(config, "sliding_window", None) is None
+        and getattr(model, SIGNAL_NAME, None) is None
+    )
 
 
 def _state_hook(signal: Any) -> Any:

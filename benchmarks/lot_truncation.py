@@ -35,11 +35,11 @@ def kl_flops(
     from tl_continuous.backends import backend_name
 
     cfg, prefix = model.cfg, n_tokens - 1
-    along_positions = False
     if backend_name(model) == "hooked":
         from tl_continuous.backends.hooked import _branches_along_positions
-
-        along_positions = _branches_along_positions(model)
+    else:
+        from tl_continuous.backends.bridge import _branches_along_positions
+    along_positions = _branches_along_positions(model)
     fast = naive = 0
     for start in range(0, n, batch_size):
         b = min(batch_size, n - start)

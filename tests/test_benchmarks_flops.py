@@ -15,7 +15,7 @@ from benchmarks._limits import (
     sgemm_peak,
 )
 from tl_continuous.backends import backend_for
-from tl_continuous.tiny import tiny_model
+from tl_continuous.tiny import tiny_bridge, tiny_model
 
 # SmolLM2-135M's shape (30 blocks, grouped-query attention, gated MLP)
 SMOLLM2 = {
@@ -80,6 +80,21 @@ def test_kv_cache_passes_match_pytorchs_count() -> None:
             backend.kv_branches(model, tokens[:, -1:], cache, 4)
         # four branches as four positions after the 5 cached ones, logits at each
         assert counter.get_total_flops() == forward_flops(model.cfg, 3, 4, n_past=5)
+
+
+def test_bridge_branch_pass_matches_pytorchs_count() -> None:
+    # the bridge also runs the branches as positions after the cached prefix (kl_flops counts so)
+    from tl_continuous.backends.bridge import _branches_along_positions
+
+    model = tiny_bridge("rotary")
+    backend = backend_for(model)
+    tokens = torch.randint(0, 50, (3, 6), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        cache = backend.kv_prefix(model, tokens[:, :-1])
+        with FlopCounterMode(display=False) as counter:
+            backend.kv_branches(model, tokens[:, -1:], cache, 4)
+    assert _branches_along_positions(model) and _branches_along_positions(model, cache)
+    assert counter.get_total_flops() == forward_flops(model.cfg, 3, 4, n_past=5)
 
 
 def test_limit_entry_and_peak() -> None:

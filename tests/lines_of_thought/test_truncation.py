@@ -2,7 +2,7 @@
 
 The readings run on both backends (``make_tiny`` of ``conftest.py``): the every-layer fast
 path continues TransformerLens' frozen KV cache on a ``HookedTransformer`` and Hugging Face's
-cache on a ``TransformerBridge`` (``backend.kv_prefix`` / ``kv_continue``). The independent
+cache on a ``TransformerBridge`` (``backend.kv_prefix`` / ``kv_branches``). The independent
 block loop calls ``HookedTransformer`` blocks directly and stays on that backend.
 """
 

@@ -237,19 +237,23 @@ class BridgeBackend:
 _MASKED_ATTENTION = ("eager", "sdpa")
 
 
-def _branches_along_positions(model: Any, cache: Any) -> bool:
+def _branches_along_positions(model: Any, cache: Any = None) -> bool:
     """Whether :meth:`BridgeBackend.kv_branches` may run branches as positions: a plain
     :class:`~transformers.DynamicCache` (no sliding window, whose cropping would drop prefix
-    keys), attention that honours a 4-D mask, and no continuous signal attached (its
-    per-forward state reads a 2-D padding mask and token positions)."""
+    keys; checked when ``cache`` is given), attention that honours a 4-D mask, and no
+    continuous signal attached (its per-forward state reads a 2-D padding mask and token
+    positions)."""
     from transformers.cache_utils import DynamicLayer
 
+    if cache is not None:
+        layers = getattr(cache, "layers", None) or []
+        if not layers or not all(
+            type(layer) is DynamicLayer and layer.is_initialized for layer in layers
+        ):
+            return False
     config = model.original_model.config
-    layers = getattr(cache, "layers", None)
     return bool(
-        layers
-        and all(type(layer) is DynamicLayer and layer.is_initialized for layer in layers)
-        and getattr(config, "_attn_implementation", None) in _MASKED_ATTENTION
+        getattr(config, "_attn_implementation", None) in _MASKED_ATTENTION
         and getattr(config, "sliding_window", None) is None
         and getattr(model, SIGNAL_NAME, None) is None
     )

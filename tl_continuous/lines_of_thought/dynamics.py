@@ -234,7 +234,6 @@ def _summaries(dx: Tensor, level: float) -> dict[str, Any]:
     mu = dx.mean(0)
     c = dx - mu
     var = (c * c).sum(0) / (n - 1)
-    total = var.sum()
     live = var > 1e-14 * var.max().clamp_min(1e-300)
     # tr(C^2) and sum of squared correlations, via whichever Gram matrix is smaller
     cz = c[:, live] / var[live].sqrt()
@@ -245,15 +244,35 @@ def _summaries(dx: Tensor, level: float) -> dict[str, Any]:
         tr_c2 = ((c.T @ c) ** 2).sum() / (n - 1) ** 2
         corr2 = ((cz.T @ cz) ** 2).sum() / (n - 1) ** 2
     d_live = int(live.sum())
+    kurt = excess_kurtosis(c[:, live]) if n >= 4 else torch.full((d_live,), math.nan)
+    pvals = sps.normaltest(cz.numpy(), axis=0).pvalue if n >= 20 and d_live > 0 else None
+    return _pair_summary(mu, var, tr_c2, corr2, d_live, kurt, pvals, level)
+
+
+def _pair_summary(
+    mu: Tensor,
+    var: Tensor,
+    tr_c2: Tensor,
+    corr2: Tensor,
+    d_live: int,
+    kurt: Tensor,
+    pvals: np.ndarray | None,
+    level: float,
+) -> dict[str, Any]:
+    """One pair's summary fields from its moments (shared by the in-memory and streamed paths).
+
+    ``var`` is the per-coordinate variance, ``tr_c2`` the trace of the squared covariance,
+    ``corr2`` the sum of squared correlations over the ``d_live`` coordinates that vary,
+    ``kurt`` their excess kurtosis and ``pvals`` their normality p-values (None: too few).
+    """
+    d = int(var.shape[0])
+    total = var.sum()
     off = max(d_live * (d_live - 1), 1)
     cross = math.sqrt(max(float(corr2) - d_live, 0.0) / off)
-    kurt = excess_kurtosis(c[:, live]) if n >= 4 else torch.full((d_live,), math.nan)
-    if n >= 20 and d_live > 0:
-        pvals = sps.normaltest(cz.numpy(), axis=0).pvalue
-        reject = float(np.mean(pvals < level))
-        p_median = float(np.median(pvals))
-    else:
+    if pvals is None:
         reject, p_median = math.nan, math.nan
+    else:
+        reject, p_median = float(np.mean(pvals < level)), float(np.median(pvals))
     return {
         "mean_norm": float(mu.norm() / total.sqrt().clamp_min(1e-300)),
         "variance": float(total / d),

@@ -59,6 +59,7 @@ from tl_continuous.lines_of_thought.bases import (
 from tl_continuous.lines_of_thought.collect import iter_shards, read_manifest
 from tl_continuous.lines_of_thought.dynamics import (
     ResidualStatistics,
+    _pair_summary,
     extrapolation_gains,
     times_from_layer_names,
     valid_pairs,
@@ -256,18 +257,14 @@ def _summaries(m: _Moments, p: int, level: float) -> dict[str, Any]:
     """Pair ``p``'s summaries, as :func:`~tl_continuous.lines_of_thought.dynamics._summaries`
     computes them from the residual matrix itself."""
     n = m.n
-    d = int(m.mean.shape[1])
     mu, m2 = m.mean[p], m.m2[p]
     var = m2 / (n - 1)
-    total = var.sum()
     live = var > 1e-14 * var.max().clamp_min(1e-300)
     cov = m.co[p] / (n - 1)
     tr_c2 = (cov**2).sum()
     cz = cov[live][:, live] / (var[live].sqrt()[:, None] * var[live].sqrt()[None, :])
     corr2 = (cz**2).sum()
     d_live = int(live.sum())
-    off = max(d_live * (d_live - 1), 1)
-    cross = math.sqrt(max(float(corr2) - d_live, 0.0) / off)
     c2 = m2[live] / n  # biased central moments of the live coordinates
     c3, c4 = m.m3[p][live] / n, m.m4[p][live] / n
     if n >= 4:
@@ -275,22 +272,10 @@ def _summaries(m: _Moments, p: int, level: float) -> dict[str, Any]:
         kurt = ((n + 1) * g2 + 6.0) * (n - 1) / ((n - 2) * (n - 3))
     else:
         kurt = torch.full((d_live,), math.nan, dtype=_F64)
+    pvals = None
     if n >= 20 and d_live > 0:
         pvals = _normaltest_pvalues((c3 / c2**1.5).numpy(), (c4 / c2**2).numpy(), n)
-        reject = float(np.mean(pvals < level))
-        p_median = float(np.median(pvals))
-    else:
-        reject, p_median = math.nan, math.nan
-    return {
-        "mean_norm": float(mu.norm() / total.sqrt().clamp_min(1e-300)),
-        "variance": float(total / d),
-        "coord_variance": var,
-        "isotropy": float(total**2 / tr_c2.clamp_min(1e-300) / d),
-        "cross_correlation": cross,
-        "kurtosis": float(kurt.mean()) if d_live else math.nan,
-        "normal_reject": reject,
-        "normal_pvalue": p_median,
-    }
+    return _pair_summary(mu, var, tr_c2, corr2, d_live, kurt, pvals, level)
 
 
 def streamed_residual_statistics(

@@ -41,6 +41,7 @@ from tl_continuous.lines_of_thought.truncation import (
     TruncationCurve,
     _block_layers,
     _check,
+    _check_every_layer,
     _every_layer_kv_batch,
     _grid,
     _projection_hooks,
@@ -149,21 +150,6 @@ def streamed_truncation_kl_last_layer(
                     kls[j] = kl_divergence(logp_k, logp).cpu()
                 acc.add(kls, logp)
     return acc.curve(grid, "last_layer", d_model, {"layer": name})
-
-
-def _check_every_layer(lot: LinesOfThought, method: str, max_rows: int) -> None:
-    assert lot.tokens is not None  # shards always carry their token ids
-    pos = lot.tokens.shape[1]
-    if lot.pilot_positions is not None and bool((lot.pilot_positions != pos - 1).any()):
-        raise ValueError(
-            "the every-layer reading needs the pilot at the last position (no padding)"
-        )
-    if pos < 2 and method == "kv_cache":
-        raise ValueError("sequences of one token have no prefix; use method='naive'")
-    if max_rows < 1:
-        raise ValueError(f"max_rows must be a positive integer (got {max_rows})")
-    if method not in ("kv_cache", "naive"):
-        raise ValueError(f"method must be 'kv_cache' or 'naive' (got {method!r})")
 
 
 def streamed_truncation_kl_every_layer(

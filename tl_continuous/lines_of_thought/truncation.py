@@ -379,6 +379,23 @@ def _full_bases(bases: TrajectoryBases, layers: list[tuple[int, str]]) -> list[t
     return [(name, bases.top(i, bases.rank)) for i, name in layers]
 
 
+def _check_every_layer(lot: LinesOfThought, method: str, max_rows: int) -> None:
+    """The every-layer reading's own conditions on the ensemble and options."""
+    if lot.tokens is None:
+        raise ValueError("lot has no token ids; the every-layer reading re-runs the sequences")
+    pos = lot.tokens.shape[1]
+    if lot.pilot_positions is not None and bool((lot.pilot_positions != pos - 1).any()):
+        raise ValueError(
+            "the every-layer reading needs the pilot at the last position (no padding)"
+        )
+    if pos < 2 and method == "kv_cache":
+        raise ValueError("sequences of one token have no prefix; use method='naive'")
+    if max_rows < 1:
+        raise ValueError(f"max_rows must be a positive integer (got {max_rows})")
+    if method not in ("kv_cache", "naive"):
+        raise ValueError(f"method must be 'kv_cache' or 'naive' (got {method!r})")
+
+
 def _every_layer_kv_batch(
     model: Model,
     toks: Tensor,
@@ -455,19 +472,9 @@ def truncation_kl_every_layer(
     True
     """
     _check(model, lot, bases)
-    if lot.tokens is None:
-        raise ValueError("lot has no token ids; the every-layer reading re-runs the sequences")
-    pos = lot.tokens.shape[1]
-    if lot.pilot_positions is not None and bool((lot.pilot_positions != pos - 1).any()):
-        raise ValueError(
-            "the every-layer reading needs the pilot at the last position (no padding)"
-        )
-    if pos < 2 and method == "kv_cache":
-        raise ValueError("sequences of one token have no prefix; use method='naive'")
-    if max_rows < 1:
-        raise ValueError(f"max_rows must be a positive integer (got {max_rows})")
-    if method not in ("kv_cache", "naive"):
-        raise ValueError(f"method must be 'kv_cache' or 'naive' (got {method!r})")
+    _check_every_layer(lot, method, max_rows)
+    tokens = lot.tokens
+    assert tokens is not None  # _check_every_layer refuses an ensemble without them
     layers = _block_layers(model, lot)
     if not layers:
         raise ValueError("the ensemble has no block layers to truncate")
@@ -479,7 +486,7 @@ def truncation_kl_every_layer(
     with torch.inference_mode():
         desc = f"KL, every layer ({method})"
         for start in progress_iter(starts, enabled=progress, total=len(starts), desc=desc):
-            toks = lot.tokens[start : start + batch_size].to(device)
+            toks = tokens[start : start + batch_size].to(device)
             b = toks.shape[0]
             if method == "naive":
                 logp = torch.log_softmax(model(toks)[:, -1].double(), dim=-1)

@@ -412,6 +412,19 @@ class ResidualStatistics:
                 summary = _summaries(x[:, t + tau] - pred, level)
                 for k, v in summary.items():
                     rows[k].append(v)
+        return cls._from_rows(pairs, rows, times, n, d, level)
+
+    @classmethod
+    def _from_rows(
+        cls,
+        pairs: list[tuple[int, int]],
+        rows: dict[str, list[Any]],
+        times: Tensor,
+        n: int,
+        d: int,
+        level: float,
+    ) -> ResidualStatistics:
+        """The result from one summary row per pair (in-memory and streamed paths)."""
         per_pair = {k: torch.tensor(rows[k], dtype=_F64) for k in cls._PER_PAIR}
         return cls(
             t=torch.tensor([p[0] for p in pairs], dtype=torch.long),

@@ -361,15 +361,4 @@ def streamed_residual_statistics(
             for p in range(len(group)):
                 for k, v in _summaries(moments, p, level).items():
                     rows[k].append(v)
-    per_pair = {k: torch.tensor(rows[k], dtype=_F64) for k in ResidualStatistics._PER_PAIR}
-    return ResidualStatistics(
-        t=torch.tensor([p[0] for p in pairs], dtype=torch.long),
-        tau=torch.tensor([p[1] for p in pairs], dtype=torch.long),
-        times=times,
-        n_samples=n,
-        coord_variance=torch.stack(rows["coord_variance"])
-        if pairs
-        else torch.zeros(0, d, dtype=_F64),
-        level=level,
-        **per_pair,
-    )
+    return ResidualStatistics._from_rows(pairs, rows, times, n, d, level)

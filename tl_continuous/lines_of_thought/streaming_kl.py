@@ -45,6 +45,7 @@ from tl_continuous.lines_of_thought.truncation import (
     _every_layer_kv_batch,
     _grid,
     _projection_hooks,
+    _summarise,
     kl_divergence,
     logprobs_from_residual,
 )
@@ -97,16 +98,8 @@ class _Curve:
         kls = torch.cat(self.kls, dim=1)
         if not self.base:
             raise ValueError("the baseline needs at least two trajectories")
-        return TruncationCurve(
-            ks=torch.tensor(ks),
-            kl_mean=kls.mean(dim=1),
-            kl_median=kls.median(dim=1).values,
-            baseline=float(torch.cat(self.base).median()),
-            reading=reading,
-            n_trajectories=int(kls.shape[1]),
-            d_model=d_model,
-            metadata=meta,
-        )
+        baseline = float(torch.cat(self.base).median())
+        return _summarise(kls, ks, baseline, reading, d_model, meta)
 
 
 def streamed_truncation_kl_last_layer(

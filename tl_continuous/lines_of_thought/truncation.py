@@ -255,16 +255,17 @@ def _block_layers(model: Model, lot: LinesOfThought) -> list[tuple[int, str]]:
 def _summarise(
     kls: Float[Tensor, "n_k n"],
     ks: list[int],
-    logp: Tensor,
+    baseline: float,
     reading: str,
     d_model: int,
     meta: dict[str, Any],
 ) -> TruncationCurve:
+    """The curve of a ``[K, trajectory]`` KL table (in-memory and streamed readings)."""
     return TruncationCurve(
         ks=torch.tensor(ks),
         kl_mean=kls.mean(dim=1),
         kl_median=kls.median(dim=1).values,
-        baseline=baseline_kl(logp),
+        baseline=baseline,
         reading=reading,
         n_trajectories=int(kls.shape[1]),
         d_model=d_model,
@@ -318,7 +319,12 @@ def truncation_kl_last_layer(
                 logp_k = logprobs_from_residual(model, bases.project(xb.double(), last, k))
                 kls[j, start : start + xb.shape[0]] = kl_divergence(logp_k, logp).cpu()
     return _summarise(
-        kls, grid, torch.cat(logps), "last_layer", lot.d_model, {"layer": lot.layer_names[last]}
+        kls,
+        grid,
+        baseline_kl(torch.cat(logps)),
+        "last_layer",
+        lot.d_model,
+        {"layer": lot.layer_names[last]},
     )
 
 
@@ -504,7 +510,7 @@ def truncation_kl_every_layer(
     return _summarise(
         kls,
         grid,
-        torch.cat(logps),
+        baseline_kl(torch.cat(logps)),
         "every_layer",
         lot.d_model,
         {"method": method, "layers": [n for _, n in layers]},

@@ -10,8 +10,8 @@ attached to (:func:`attach_bias`). No score matrix is made on the fused routes:
 * ``sdpa``: the bias rides in extra query/key components
   (:func:`~tl_continuous.continuous.attention.append_key_bias`), so PyTorch's
   ``scaled_dot_product_attention`` keeps its fused, causal kernels (memory O(n));
-* ``flex_attention``: the bias is FlexAttention's ``score_mod`` (``score + log_d[b, kv]``),
-  with the causal/padding ``BlockMask`` transformers builds;
+* ``flex_attention``: the bias is FlexAttention's ``score_mod`` (``score + log_d[b, kv]``,
+  float32), with the causal/padding ``BlockMask`` transformers builds;
 * ``eager``: the scores are formed explicitly, ``log d`` added, then softmax (for plain
   Hugging Face models, e.g. under nnsight, that want the attention weights).
 
@@ -159,17 +159,52 @@ def _flex(
     attention_mask: Any,
     **kwargs: Any,
 ) -> tuple[Tensor, Tensor | None]:
-    from transformers.integrations.flex_attention import flex_attention_forward
+    from torch.nn.attention.flex_attention import BlockMask
+    from transformers.integrations.flex_attention import (
+        compile_friendly_flex_attention,
+        flex_attention_forward,
+        get_flex_attention_lse_kwargs,
+    )
 
     bias = _key_bias(module, key)
-    if bias is not None:
-        b, heads, n_query, n_key = query.shape[0], query.shape[1], query.shape[2], key.shape[2]
-        # score_mod reads position_bias[b, h, q, kv]: an expanded view, no [n, n] memory
-        per_key = bias.clamp(min=LOG_DURATION_FLOOR).to(torch.float32)
-        per_key = per_key[:, None, None, :].expand(b, heads, n_query, n_key)
-        given = kwargs.get("position_bias")
-        kwargs["position_bias"] = per_key if given is None else given + per_key
-    return flex_attention_forward(module, query, key, value, attention_mask, **kwargs)
+    if bias is None:
+        return flex_attention_forward(module, query, key, value, attention_mask, **kwargs)
+    for name in ("softcap", "s_aux", "position_bias"):
+        if kwargs.get(name) is not None:
+            raise ValueError(
+                f"the flex_attention route cannot combine durations with {name}; use eager"
+            )
+    scaling = _scaling(kwargs, query)
+    log_d = bias.clamp(min=LOG_DURATION_FLOOR).to(torch.float32)  # [batch, key_pos]
+    block_mask = attention_mask if isinstance(attention_mask, BlockMask) else None
+    score_mask = None if block_mask is not None or attention_mask is None else attention_mask
+    if score_mask is not None:
+        score_mask = score_mask[:, :, :, : key.shape[-2]]
+
+    def score_mod(score: Tensor, b: Tensor, h: Tensor, q: Tensor, kv: Tensor) -> Tensor:
+        if score_mask is not None:
+            score = score + score_mask[b, 0, q, kv]
+        return score + log_d[b, kv]
+
+    groups = query.shape[1] // key.shape[1]
+    enable_gqa = groups == 1 or (query.shape[1] & (query.shape[1] - 1)) == 0
+    if not enable_gqa:  # as transformers does: GQA needs a power-of-two number of heads
+        key = key.repeat_interleave(groups, dim=1)
+        value = value.repeat_interleave(groups, dim=1)
+    out = compile_friendly_flex_attention(
+        query,
+        key,
+        value,
+        score_mod=score_mod,
+        block_mask=block_mask,
+        enable_gqa=enable_gqa and groups > 1,
+        scale=scaling,
+        kernel_options=kwargs.get("kernel_options"),
+        training=module.training,
+        **get_flex_attention_lse_kwargs(False),
+    )
+    assert isinstance(out, Tensor)
+    return out.transpose(1, 2).contiguous(), None
 
 
 def _eager(

@@ -44,6 +44,20 @@ from tl_continuous import Durations, continuous, load_model
 from tl_continuous.backends import set_attention_route
 
 ROUTES = ("eager", "sdpa", "flex_attention")
+#: SmolLM2-135M's shape, for ``--model random-smollm2-135m`` (random weights: where the bundled
+#: weights are not installed, e.g. on a GPU machine that gets only the working tree; speed and
+#: memory do not depend on the weights)
+SMOLLM2_SHAPE = {
+    "vocab_size": 49152,
+    "hidden_size": 576,
+    "intermediate_size": 1536,
+    "num_hidden_layers": 30,
+    "num_attention_heads": 9,
+    "num_key_value_heads": 3,
+    "max_position_embeddings": 32768,
+    "rope_theta": 100000.0,
+    "tie_word_embeddings": True,
+}
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
@@ -84,6 +98,18 @@ def measure(fn: Callable[[], Any], device: torch.device) -> tuple[float, int]:
     return seconds, extra
 
 
+def build_model(name: str, device: torch.device, dtype: torch.dtype) -> Any:
+    """The bundled SmolLM2-135M bridge, or (``"random-smollm2-135m"``) a random Llama of its
+    shape, on the eager route."""
+    if name == "random-smollm2-135m":
+        from tl_continuous.tiny import tiny_bridge
+
+        overrides = {k: v for k, v in SMOLLM2_SHAPE.items() if k != "num_hidden_layers"}
+        layers = int(SMOLLM2_SHAPE["num_hidden_layers"])
+        return tiny_bridge("rotary", n_layers=layers, dtype=dtype, **overrides).to(device)
+    return load_model(name, backend="bridge", device=device, dtype=dtype)
+
+
 def _variants(model: Any, tokens: torch.Tensor, durations: Durations) -> dict[str, Any]:
     def plain() -> Any:
         return model(tokens)
@@ -114,12 +140,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtype", default="float32", choices=sorted(DTYPES))
     parser.add_argument("--result", default="long_context")
+    parser.add_argument(
+        "--model", default="smollm2-135m", choices=["smollm2-135m", "random-smollm2-135m"]
+    )
     args = parser.parse_args(argv or [])
     torch.set_grad_enabled(False)
     device = torch.device(args.device)
-    model = load_model(
-        backend="bridge", device=device, dtype=DTYPES[args.dtype], attn_implementation="eager"
-    )
+    model = build_model(args.model, device, DTYPES[args.dtype])
     rows: list[dict[str, Any]] = []
     peaks: dict[int, float] = {}
     threads_grid = args.threads if device.type == "cpu" else [torch.get_num_threads()]
@@ -198,6 +225,7 @@ def main(argv: list[str] | None = None) -> None:
         args.result,
         {
             "command": "python -m benchmarks.long_context " + " ".join(argv or []),
+            "model": args.model,
             "device": str(device),
             "dtype": args.dtype,
             "repeats": args.repeats,

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 import torch
 
-from tl_continuous import Durations, LinesOfThought, continuous
+from tl_continuous import Durations, LinesOfThought, continuous, install_continuous
 from tl_continuous.backends import attention_route, set_attention_route
 from tl_continuous.backends.hf_attention import _SOURCES, ROUTES
 from tl_continuous.tiny import tiny_bridge, tiny_model
@@ -213,9 +213,12 @@ def test_sdpa_route_runs_a_fused_kernel_without_a_mask() -> None:
     from torch.profiler import ProfilerActivity, profile
 
     model = tiny_bridge("rotary")
-    with torch.no_grad(), continuous(model, CASES["fractional"][0], route="sdpa"):
-        with profile(activities=[ProfilerActivity.CPU]) as prof:
-            model(TOKENS)
+    with (
+        torch.no_grad(),
+        continuous(model, CASES["fractional"][0], route="sdpa"),
+        profile(activities=[ProfilerActivity.CPU]) as prof,
+    ):
+        model(TOKENS)
     ops = {event.key for event in prof.key_averages()}
     assert "aten::_scaled_dot_product_flash_attention_for_cpu" in ops
     assert "aten::_scaled_dot_product_attention_math" not in ops
@@ -248,8 +251,7 @@ def test_bad_routes_are_named_and_leave_the_model_as_it_was() -> None:
     with pytest.raises(ValueError, match=r"route must be one of 'eager', 'sdpa'.*'flash_attn'"):
         set_attention_route(bridge, "flash_attn")
     with pytest.raises(ValueError, match="route must be one of"):
-        with continuous(bridge, torch.ones(12), route="paged"):
-            pass
+        install_continuous(bridge, torch.ones(12), route="paged")
     assert not hasattr(bridge, "continuous") and attention_route(bridge) == "eager"
     with (
         continuous(bridge, torch.ones(12)),
@@ -260,8 +262,7 @@ def test_bad_routes_are_named_and_leave_the_model_as_it_was() -> None:
     with pytest.raises(ValueError, match="HookedTransformer always computes attention"):
         set_attention_route(hooked, "sdpa")
     with pytest.raises(ValueError, match="HookedTransformer always computes attention"):
-        with continuous(hooked, torch.ones(12), route="flex_attention"):
-            pass
+        install_continuous(hooked, torch.ones(12), route="flex_attention")
     assert not hasattr(hooked, "continuous")
     assert set_attention_route(hooked, "eager") == "eager"
     compat = tiny_bridge("rotary")
@@ -315,3 +316,24 @@ def test_smollm2_routes_equal_eager(route: str) -> None:
         assert (out[route] - out["eager"]).abs().max() <= 1e-5 * scale, name
         probs = {r: o.softmax(-1) for r, o in out.items()}
         torch.testing.assert_close(probs[route], probs["eager"], atol=1e-5, rtol=0)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA: benchmarks/gpu_check.sh")
+@pytest.mark.parametrize("route", FUSED)
+def test_cuda_bfloat16_long_prompt_routes_agree(route: str) -> None:
+    """On a GPU, in bfloat16, a SmolLM2-shaped model (random weights) over 2048 tokens under
+    durations: every route's next-token distribution within 1e-2 of the eager route's."""
+    from benchmarks.long_context import build_model
+
+    model = build_model("random-smollm2-135m", torch.device("cuda"), torch.bfloat16)
+    gen = torch.Generator().manual_seed(5)
+    tokens = torch.randint(0, model.cfg.d_vocab, (1, 2048), generator=gen).cuda()
+    d = Durations(0.2 + 1.8 * torch.rand(1, 2048, generator=gen))
+    out = {}
+    for r in ("eager", route):
+        with torch.no_grad(), continuous(model, d, route=r):
+            out[r] = model(tokens)[0, -64:].float()
+    scale = out["eager"].abs().max()
+    assert (out[route] - out["eager"]).abs().max() <= 1e-2 * scale
+    probs = {r: o.softmax(-1) for r, o in out.items()}
+    torch.testing.assert_close(probs[route], probs["eager"], atol=1e-2, rtol=0)

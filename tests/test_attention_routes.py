@@ -337,3 +337,18 @@ def test_cuda_bfloat16_long_prompt_routes_agree(route: str) -> None:
     assert (out[route] - out["eager"]).abs().max() <= 1e-2 * scale
     probs = {r: o.softmax(-1) for r, o in out.items()}
     torch.testing.assert_close(probs[route], probs["eager"], atol=1e-2, rtol=0)
+
+
+def test_hooks_a_fused_route_fires() -> None:
+    """Projections, z and the output fire on a fused route; the score matrix's hooks do not
+    (there is no score matrix), and they fire again once the route is eager."""
+    model = tiny_bridge("rotary")
+    set_attention_route(model, "sdpa")
+    _, cache = model.run_with_cache(TOKENS)
+    names = set(cache.keys())
+    for hook in ("hook_in", "hook_q", "hook_k", "hook_v", "hook_z", "hook_out"):
+        assert f"blocks.1.attn.{hook}" in names
+    assert not any(n.endswith(("hook_attn_scores", "hook_pattern")) for n in names)
+    set_attention_route(model, "eager")
+    _, cache = model.run_with_cache(TOKENS)
+    assert "blocks.1.attn.hook_attn_scores" in cache.keys()

@@ -358,4 +358,4 @@ def test_hooks_a_fused_route_fires() -> None:
     assert not any(n.endswith(("hook_attn_scores", "hook_pattern")) for n in names)
     set_attention_route(model, "eager")
     _, cache = model.run_with_cache(TOKENS)
-    assert "blocks.1.attn.hook_attn_scores" in cache.keys()
+    assert "blocks.1.attn.hook_attn_scores" in cache

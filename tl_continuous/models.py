@@ -155,6 +155,17 @@ def _is_complete(folder: Path) -> bool:
     return (folder / "COMPLETE").is_file() and (folder / "config.json").is_file()
 
 
+def is_converted(name: str, cache_dir: str | os.PathLike[str] | None = None) -> bool:
+    """Whether the bundled model ``name`` has been converted into the cache already (so
+    :func:`converted_folder` only returns the folder).
+
+    >>> is_converted("no-such-model")
+    False
+    """
+    source = MODELS.get(name)
+    return source is not None and _is_complete(cache_root(cache_dir) / source.folder_name)
+
+
 def converted_folder(
     name: str = "smollm2-135m", cache_dir: str | os.PathLike[str] | None = None
 ) -> Path:

@@ -90,6 +90,12 @@ class BridgeBackend:
 
     name = "bridge"
 
+    def n_layers(self, model: Any) -> int:
+        return int(model.cfg.n_layers)
+
+    def attached_signal(self, model: Any) -> Any:
+        return getattr(model, SIGNAL_NAME, None)
+
     def positional_scheme(self, model: Any) -> str:
         scheme = str(getattr(model.cfg, "positional_embedding_type", "unknown"))
         return _SCHEMES.get(scheme, scheme)

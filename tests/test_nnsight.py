@@ -12,9 +12,9 @@ under ``CI=true`` (``make test`` installs it).
 
 from __future__ import annotations
 
+import ast
 import importlib.util
-import subprocess
-import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -70,16 +70,22 @@ def _hook_state(hf: Any) -> dict[str, tuple[Any, ...]]:
 
 
 # ------------------------------------------------------------------------- tiny models
-def test_the_backend_is_chosen_from_the_class_without_importing_nnsight() -> None:
+def test_the_backend_is_chosen_from_the_class_and_nnsight_is_imported_only_where_used() -> None:
     assert backend_name(_nnsight(tiny_hf())) == "nnsight"
-    code = (
-        "import sys; from tl_continuous.backends import backend_name; "
-        "import tl_continuous.backends.nnsight, tl_continuous.models, "
-        "tl_continuous.lines_of_thought.collect; from tl_continuous.tiny import tiny_bridge; "
-        "backend_name(tiny_bridge()); print('nnsight' in sys.modules)"
-    )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "False"
+    import tl_continuous
+
+    at_import = []  # module-level imports of nnsight (it patches every object on import)
+    for path in Path(tl_continuous.__file__).parent.rglob("*.py"):
+        for node in ast.parse(path.read_text(encoding="utf-8")).body:
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                names = [node.module or ""]
+            else:
+                continue
+            if any(name.split(".")[0] == "nnsight" for name in names):
+                at_import.append(f"{path.name}:{node.lineno}")
+    assert at_import == []
 
 
 @torch.no_grad()
@@ -172,6 +178,10 @@ def test_install_and_remove_like_the_other_backends() -> None:
         install_continuous(lm.model, torch.ones(3))
     with pytest.raises(NotImplementedError, match="backend='bridge'"):
         backend_for(lm).kv_prefix(lm, torch.tensor([[1, 2]]))
+    restore = backend_for(lm).set_attention_route(lm, "sdpa")
+    assert backend_for(lm).attention_route(lm) == "sdpa"
+    restore()
+    assert backend_for(lm).attention_route(lm) == "eager"
 
 
 @torch.no_grad()
@@ -268,21 +278,15 @@ def test_smollm2_continuous_forward_equals_the_bridge(
     real = mask.bool()
     gen = torch.Generator().manual_seed(1)
     n = tokens.shape[1]
-    for durations in (
+    for durations in (  # row 1 is the longer prompt: unpadded
         Durations(0.1 + 0.8 * torch.rand(2, n, generator=gen)),
         Durations(1.0 + 2.0 * torch.rand(2, n, generator=gen), start=3.5),
     ):
-        row = Durations(durations.values[1:], start=durations.start)  # the longer prompt
         with continuous(bridge, durations):
             ref = bridge(tokens, attention_mask=mask)
-        with continuous(bridge, row):
-            ref_row = bridge(tokens[1:])
         with continuous(lm, durations), lm.trace(tokens, attention_mask=mask):
             ours = lm.output.logits.save()
-        with continuous(lm, row), lm.trace(tokens[1:]):
-            ours_row = lm.output.logits.save()
         assert float((ours - ref)[real].abs().max()) < 1e-5
-        assert float((ours_row - ref_row).abs().max()) < 1e-5
 
 
 @pytest.mark.model
@@ -291,7 +295,7 @@ def test_smollm2_ensemble_equals_the_bridge(smollm2_nnsight: Any, smollm2_bridge
     tokens = torch.randint(100, 4000, (6, 10), generator=torch.Generator().manual_seed(0))
     mask = torch.ones_like(tokens)
     mask[:2, :3] = 0
-    kw: dict[str, Any] = {"attention_mask": mask, "batch_size": 3, "progress": False}
+    kw: dict[str, Any] = {"attention_mask": mask, "batch_size": 6, "progress": False}
     kw["include_final_norm"] = True
     ref = LinesOfThought.collect(smollm2_bridge, tokens, **kw)
     ours = LinesOfThought.collect(smollm2_nnsight, tokens, **kw)

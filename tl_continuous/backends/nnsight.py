@@ -21,6 +21,7 @@ Hugging Face computes, as on a ``TransformerBridge`` (:mod:`.bridge`):
 
 A model nnsight has not loaded yet (built on the meta device, ``dispatch=False``) is
 dispatched first: hooks on the meta model would be lost when nnsight swaps in the weights.
+The hooks are local: a remote (NDIF) trace runs the server's model, which does not have them.
 
 Lines of thought: :func:`read_pilots` reads one batch's pilot residuals inside one nnsight
 trace (``.save()`` of the pilot rows only, then ``tracer.stop()``), so the same collection

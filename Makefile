@@ -30,7 +30,7 @@ TL4_BRIDGE_CASES := tests/test_continuous.py tests/test_patching.py tests/experi
 	tests/lines_of_thought/test_ensemble.py tests/lines_of_thought/test_shards.py \
 	tests/lines_of_thought/test_truncation.py tests/lines_of_thought/test_streaming.py
 
-.PHONY: env env-tl4 demo demo-quick test lint typecheck docs docs-screenshots pytest pytest-tl4 bench clean chromium
+.PHONY: gpu-wheels env env-tl4 demo demo-quick test lint typecheck docs docs-screenshots pytest pytest-tl4 bench clean chromium
 
 env: $(STAMP)
 
@@ -95,3 +95,12 @@ bench: $(STAMP)
 
 clean:
 	rm -rf $(VENV) $(VENV4) .pytest_cache .mypy_cache .ruff_cache site build/notebooks
+
+# Wheels for benchmarks/gpu_check.sh on a device machine (Python 3.12, PyTorch preinstalled, no
+# network): TransformerLens and the dependencies that image lacks, into .whl/ (git-ignored).
+gpu-wheels: $(STAMP)
+	rm -rf .whl && mkdir -p .whl
+	$(PY) -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 \
+	  --implementation cp --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 \
+	  --platform manylinux2014_x86_64 -d .whl transformer-lens==3.9.0 better-abc fancy-einsum \
+	  beartype typeguard datasets dill multiprocess transformers-stream-generator

@@ -173,3 +173,13 @@ def test_public_api_names_resolve():
     assert sorted(tl_continuous.__all__) == sorted(tl_continuous._EXPORTS)
     for name in tl_continuous.__all__:
         assert getattr(tl_continuous, name) is not None
+
+
+@pytest.mark.model
+def test_is_converted_tells_a_first_run(smollm2, tmp_path) -> None:
+    """``tl-continuous demo`` times the one-time conversion apart when this is False."""
+    from tl_continuous.models import is_converted
+
+    assert is_converted("smollm2-135m")  # the session's fixture converted it
+    assert not is_converted("smollm2-135m", tmp_path)  # an empty cache: a first run
+    assert not is_converted("no-such-model")

@@ -13,6 +13,7 @@ import types
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from tl_continuous.backends import attention_route, set_attention_route
     from tl_continuous.continuous.blend import blend_embeddings
     from tl_continuous.continuous.durations import Durations
     from tl_continuous.continuous.signal import (
@@ -68,6 +69,8 @@ _EXPORTS: dict[str, str] = {
     "continuous": "tl_continuous.continuous.signal",
     "install_continuous": "tl_continuous.continuous.signal",
     "remove_continuous": "tl_continuous.continuous.signal",
+    "attention_route": "tl_continuous.backends",
+    "set_attention_route": "tl_continuous.backends",
     "EnsembleComparison": "tl_continuous.lines_of_thought.compare",
     "DurationSweepLines": "tl_continuous.lines_of_thought.duration_sweep",
     "LangevinModel": "tl_continuous.lines_of_thought.langevin",
@@ -95,6 +98,7 @@ __all__ = [
     "Sweep",
     "SweepSet",
     "VarianceLawFit",
+    "attention_route",
     "blend_embeddings",
     "boolean_all_pairs",
     "boolean_interpolation",
@@ -112,6 +116,7 @@ __all__ = [
     "patch_all_across_durations",
     "remove_continuous",
     "scaling_sweep",
+    "set_attention_route",
     "sum_curve",
     "sum_dataset",
     "tiny_model",

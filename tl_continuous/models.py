@@ -159,6 +159,17 @@ def _is_complete(folder: Path) -> bool:
     return (folder / "COMPLETE").is_file() and (folder / "config.json").is_file()
 
 
+def is_converted(name: str, cache_dir: str | os.PathLike[str] | None = None) -> bool:
+    """Whether the bundled model ``name`` has been converted into the cache already (so
+    :func:`converted_folder` only returns the folder).
+
+    >>> is_converted("no-such-model")
+    False
+    """
+    source = MODELS.get(name)
+    return source is not None and _is_complete(cache_root(cache_dir) / source.folder_name)
+
+
 def converted_folder(
     name: str = "smollm2-135m", cache_dir: str | os.PathLike[str] | None = None
 ) -> Path:
@@ -388,11 +399,16 @@ def load_bridge_folder(
     model_name: str | None = None,
     compatibility: bool = False,
     device_map: str | dict[str, Any] | None = None,
+    attn_implementation: str = "eager",
 ) -> nn.Module:
     """Load a local Hugging Face folder as a ``TransformerBridge``, offline.
 
-    The bridge runs the Hugging Face model itself, with eager attention (so that
-    ``hook_attn_scores`` and ``hook_pattern`` fire and the continuous mechanism applies).
+    The bridge runs the Hugging Face model itself. With ``attn_implementation="eager"``
+    TransformerLens forms the attention scores (``hook_attn_scores`` and ``hook_pattern``
+    fire); ``"sdpa"`` and ``"flex_attention"`` run the fused kernels instead (no score
+    matrix, memory O(n) in the sequence length; see
+    :func:`tl_continuous.backends.set_attention_route`). The continuous mechanism applies
+    on every route.
 
     Args:
         folder: a folder with ``config.json``, weights and a tokenizer.
@@ -403,7 +419,23 @@ def load_bridge_folder(
             (``enable_compatibility_mode``), so results match a ``HookedTransformer``;
             default: Hugging Face numerics.
         device_map: Hugging Face's ``device_map`` (e.g. ``"auto"``) to split a large model.
+        attn_implementation: the attention route: ``"eager"``, ``"sdpa"`` or
+            ``"flex_attention"``.
+
+    Raises:
+        FileNotFoundError: ``folder`` has no ``config.json``.
+        ValueError: ``attn_implementation`` is not a route, or is fused with
+            ``compatibility=True``.
     """
+    from tl_continuous.backends.hf_attention import check_route
+
+    check_route(attn_implementation, argument="attn_implementation")
+    if compatibility and attn_implementation != "eager":
+        raise ValueError(
+            f"attn_implementation={attn_implementation!r} with compatibility=True: "
+            "TransformerLens' processed weights reach only its own (eager) attention"
+        )
+    _check_dtype(dtype)
     folder = Path(folder).expanduser()
     if not (folder / "config.json").is_file():
         raise FileNotFoundError(
@@ -425,7 +457,21 @@ def load_bridge_folder(
     if compatibility:
         bridge.enable_compatibility_mode(disable_warnings=True)
     bridge.cfg.model_name = model_name or folder.name
+    if attn_implementation != "eager":
+        from tl_continuous.backends import set_attention_route
+
+        set_attention_route(bridge, attn_implementation)
     return bridge.eval()
+
+
+#: parameter dtypes a model can be loaded in
+DTYPES = (torch.float32, torch.float64, torch.bfloat16, torch.float16)
+
+
+def _check_dtype(dtype: Any) -> None:
+    if dtype not in DTYPES:
+        names = ", ".join(str(d).removeprefix("torch.") for d in DTYPES)
+        raise ValueError(f"dtype must be one of torch.{{{names}}} (got {dtype!r})")
 
 
 def load_nnsight_folder(
@@ -434,20 +480,23 @@ def load_nnsight_folder(
     device: str | torch.device | None = None,
     dtype: torch.dtype = torch.float32,
     device_map: str | dict[str, Any] | None = None,
+    attn_implementation: str = "eager",
 ) -> Any:
     """Load a local Hugging Face folder as an nnsight ``LanguageModel``, offline.
 
-    The weights are loaded at once (``dispatch=True``), with eager attention (the attention
-    that :func:`~tl_continuous.continuous` can weight by durations; see
-    :mod:`tl_continuous.backends.nnsight`). nnsight 0.8 deprecates the name ``LanguageModel``
-    in favour of ``TransformersModel(..., task="text-generation")``, of which it is a
-    subclass; its deprecation warning is not shown here.
+    The weights are loaded at once (``dispatch=True``). nnsight 0.8 deprecates the name
+    ``LanguageModel`` in favour of ``TransformersModel(..., task="text-generation")``, of
+    which it is a subclass; its deprecation warning is not shown here.
 
     Args:
         folder: a folder with ``config.json``, weights and a tokenizer.
         device: where to put the model (ignored with ``device_map``).
         dtype: parameter dtype.
         device_map: Hugging Face's ``device_map`` (e.g. ``"auto"``).
+        attn_implementation: the attention route, ``"eager"`` (default: nnsight can read
+            the attention weights), ``"sdpa"`` or ``"flex_attention"``; under
+            :func:`~tl_continuous.continuous` each adds ``log d`` (see
+            :mod:`tl_continuous.backends.nnsight`).
 
     Raises:
         ImportError: nnsight is not installed (the message says how to install it).
@@ -466,13 +515,19 @@ def load_nnsight_folder(
         ) from err
     import warnings
 
+    from tl_continuous.backends.hf_attention import check_route
+
     placement: dict[str, Any] = {}
     if device_map is not None or device is not None:
         placement["device_map"] = device_map if device_map is not None else str(device)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", nnsight.NNsightDeprecationWarning)
         return nnsight.LanguageModel(
-            str(folder), dispatch=True, dtype=dtype, attn_implementation="eager", **placement
+            str(folder),
+            dispatch=True,
+            dtype=dtype,
+            attn_implementation=check_route(attn_implementation, argument="attn_implementation"),
+            **placement,
         )
 
 
@@ -483,6 +538,7 @@ def load_model(
     cache_dir: str | os.PathLike[str] | None = None,
     device: str | torch.device | None = None,
     dtype: torch.dtype = torch.float32,
+    attn_implementation: str | None = None,
     **processing: Any,
 ) -> Any:
     """Load a bundled model (or a local Hugging Face folder) as a TransformerLens model.
@@ -498,7 +554,13 @@ def load_model(
             TransformerLens 4).
         cache_dir: where converted models live (see :func:`cache_root`).
         device: where to put the model.
-        dtype: parameter dtype (``torch.bfloat16`` works; analysis maths upcasts itself).
+        dtype: parameter dtype: ``torch.float32``, ``torch.bfloat16``, ``torch.float16`` or
+            ``torch.float64`` (analysis maths upcasts itself).
+        attn_implementation: the attention route of a ``"bridge"`` or ``"nnsight"`` model:
+            ``"eager"`` (default; the score matrix, ``hook_attn_scores`` on a bridge),
+            ``"sdpa"`` or ``"flex_attention"`` (fused kernels, memory O(n); see
+            :func:`tl_continuous.backends.set_attention_route`). A ``"hooked"`` model is
+            always eager.
         **processing: for ``"hooked"``: ``n_devices``, ``linear_layout`` and the
             weight-processing flags of :func:`load_hf_folder`; for ``"bridge"``:
             ``compatibility`` and ``device_map`` of :func:`load_bridge_folder`; for
@@ -507,12 +569,25 @@ def load_model(
     Raises:
         ModuleNotFoundError: the weights package of a bundled model is not installed; the
             message says what to install.
-        ValueError: ``name`` is neither a bundled model nor an existing folder, or
-            ``backend`` is not one of :data:`BACKENDS`.
+        ValueError: ``name`` is neither a bundled model nor an existing folder,
+            ``backend`` is not one of :data:`BACKENDS`, ``dtype`` is not one of
+            :data:`DTYPES`, or ``attn_implementation`` is not a route of the backend.
     """
+    from tl_continuous.backends.hf_attention import check_route
+
     backend = default_backend() if backend is None else backend
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS} or None (got {backend!r})")
+    _check_dtype(dtype)
+    if attn_implementation is not None:
+        check_route(attn_implementation, argument="attn_implementation")
+        if backend == "hooked" and attn_implementation != "eager":
+            raise ValueError(
+                f"attn_implementation={attn_implementation!r}: a HookedTransformer always "
+                "computes attention with an explicit score matrix; use backend='bridge'"
+            )
+        if backend in ("bridge", "nnsight"):
+            processing = {"attn_implementation": attn_implementation, **processing}
     if backend == "nnsight":
         return _load_nnsight(name, cache_dir, device, dtype, processing)
     load = load_hf_folder if backend == "hooked" else load_bridge_folder
@@ -520,7 +595,12 @@ def load_model(
         if backend == "bridge":  # carried over to a Hugging Face GPT-NeoX
             from tl_continuous.testbed.hf import load_testbed_bridge
 
-            return load_testbed_bridge(device=device, dtype=dtype)
+            testbed = load_testbed_bridge(device=device, dtype=dtype)
+            if attn_implementation not in (None, "eager"):
+                from tl_continuous.backends import set_attention_route
+
+                set_attention_route(testbed, attn_implementation)
+            return testbed
         from tl_continuous.testbed.model import load_testbed
 
         return load_testbed(device=device, dtype=dtype)

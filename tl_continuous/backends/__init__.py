@@ -28,9 +28,11 @@ from tl_continuous.backends.base import Backend
 __all__ = [
     "BACKEND_NAMES",
     "Backend",
+    "attention_route",
     "backend_for",
     "backend_name",
     "require_hooked",
+    "set_attention_route",
     "transformer_lens_major",
 ]
 
@@ -93,3 +95,37 @@ def backend_for(model: Any) -> Backend:
     module = importlib.import_module(f"{__name__}.{backend_name(model)}")
     backend: Backend = module.BACKEND
     return backend
+
+
+def attention_route(model: Any) -> str:
+    """The attention route ``model`` takes now: ``"eager"`` (an explicit score matrix,
+    ``hook_attn_scores`` and ``hook_pattern`` fire), ``"sdpa"`` or ``"flex_attention"``
+    (fused kernels, memory O(n) in the sequence length; ``TransformerBridge`` only).
+
+    >>> from tl_continuous.tiny import tiny_bridge
+    >>> attention_route(tiny_bridge())
+    'eager'
+    """
+    return backend_for(model).attention_route(model)
+
+
+def set_attention_route(model: Any, route: str) -> str:
+    """Put ``model``'s attention on ``route``; return the route it had.
+
+    Continuous forwards follow the route: ``log d`` is added to ``hook_attn_scores`` on the
+    eager route and inside the kernel, as a per-key bias, on a fused one.
+
+    Raises:
+        ValueError: ``route`` is not one of ``"eager"``, ``"sdpa"``, ``"flex_attention"``,
+            the model cannot take it (a ``HookedTransformer``, a bridge in compatibility
+            mode), or a continuous signal is installed (pass ``route=`` to
+            :func:`~tl_continuous.continuous` instead).
+
+    >>> from tl_continuous.tiny import tiny_bridge
+    >>> bridge = tiny_bridge()
+    >>> set_attention_route(bridge, "sdpa"), attention_route(bridge)
+    ('eager', 'sdpa')
+    """
+    previous = attention_route(model)
+    backend_for(model).set_attention_route(model, route)
+    return previous

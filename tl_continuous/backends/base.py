@@ -67,6 +67,16 @@ class Backend(Protocol):
         HookPoints then appear in ``hook_dict`` and caches); return what detaches it."""
         ...
 
+    def attention_route(self, model: Any) -> str:
+        """How ``model`` computes attention now: ``"eager"`` (an explicit score matrix, with
+        ``hook_attn_scores`` and ``hook_pattern``), ``"sdpa"`` or ``"flex_attention"``."""
+        ...
+
+    def set_attention_route(self, model: Any, route: str) -> Undo:
+        """Make ``model`` compute attention on ``route``; return what restores the route it
+        had. ``ValueError`` names a route the model cannot take."""
+        ...
+
     def kv_prefix(self, model: Any, prefix: Tensor) -> Any:
         """Run ``prefix`` ``[batch, pos]`` once and return its key/value cache."""
         ...

@@ -8,9 +8,18 @@ Face computes:
   ``inputs_embeds``), the 2-D ``attention_mask`` and ``past_key_values`` on every call, also
   under ``run_with_hooks`` / ``run_with_cache`` / ``generate``; it computes the signal there, so
   ``continuous.hook_durations`` and ``continuous.hook_positions`` fire inside the forward.
-* **Duration-weighted attention.** ``log d`` is added in permanent, prepended hooks of
-  ``blocks.{i}.attn.hook_attn_scores`` (pre-softmax, after the mask, as on
-  ``HookedTransformer``).
+* **Attention routes.** TransformerLens' attention bridges form the score matrix themselves
+  (``"eager"``, the default: ``hook_attn_scores`` and ``hook_pattern`` fire). On the
+  ``"sdpa"`` and ``"flex_attention"`` routes (:meth:`BridgeBackend.set_attention_route`,
+  ``load_model(..., attn_implementation=...)``) each attention bridge hands the work to the
+  Hugging Face attention module it wraps, which calls the fused kernel of that name: no
+  ``[query, key]`` matrix, no ``hook_attn_scores``/``hook_pattern``/``hook_rot_q``/``hook_rot_k``;
+  ``hook_in``, ``hook_q``/``hook_k``/``hook_v`` (separate projections), ``hook_z`` and
+  ``hook_out`` still fire.
+* **Duration-weighted attention.** On the eager route ``log d`` is added in permanent,
+  prepended hooks of ``blocks.{i}.attn.hook_attn_scores`` (pre-softmax, after the mask, as on
+  ``HookedTransformer``); on a fused route, inside the kernel as a per-key bias
+  (:mod:`.hf_attention`).
 * **Rotary positions.** A forward pre-hook on each Hugging Face rotary module replaces its
   ``position_ids`` argument by the real table indices of the new tokens. Hugging Face then
   builds ``cos``/``sin`` itself, so the model's own rope variant (grouped-query attention,
@@ -27,6 +36,7 @@ Other positional schemes (ALiBi, relative buckets, ...) raise an error that name
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Sequence
 from typing import Any
 
@@ -34,6 +44,12 @@ import torch
 from torch import Tensor, nn
 
 from tl_continuous.backends.base import Undo, add_permanent_hook, scores_hook
+from tl_continuous.backends.hf_attention import (
+    FUSED_ROUTES,
+    attach_bias,
+    check_route,
+    continuous_implementation,
+)
 from tl_continuous.continuous.positions import interpolate_table
 
 __all__ = ["BACKEND", "BridgeBackend", "base_model", "rotary_modules", "wrap_hf_model"]
@@ -85,6 +101,62 @@ def _position_table(model: Any) -> nn.Module | None:
     return inner if isinstance(getattr(inner, "weight", None), Tensor) else None
 
 
+#: bridges whose attention runs on a fused route -> that route (absent: eager)
+_FUSED: weakref.WeakKeyDictionary[nn.Module, str] = weakref.WeakKeyDictionary()
+
+
+def _attention_bridges(model: Any) -> list[nn.Module]:
+    """Each block's TransformerLens attention bridge (all must wrap a Hugging Face module)."""
+    from transformer_lens.model_bridge.generalized_components.attention import AttentionBridge
+
+    found = [getattr(block, "attn", None) for block in model.blocks]
+    if not all(isinstance(a, AttentionBridge) and a.original_component for a in found):
+        raise ValueError(
+            "fused attention routes need every block's attention to be a TransformerLens "
+            "AttentionBridge around a Hugging Face attention module"
+        )
+    return [a for a in found if a is not None]
+
+
+def _hf_configs(model: Any, bridges: list[nn.Module]) -> list[Any]:
+    configs = [model.original_model.config]
+    for bridge in bridges:
+        config = getattr(bridge.original_component, "config", None)
+        if config is not None and all(config is not c for c in configs):
+            configs.append(config)
+    return configs
+
+
+def _set_implementation(model: Any, name: str) -> Undo:
+    """Set the Hugging Face attention implementation name; return what restores it."""
+    configs = _hf_configs(model, _attention_bridges(model))
+    before = [c._attn_implementation for c in configs]
+    for config in configs:
+        config._attn_implementation = name
+
+    def restore() -> None:
+        for config, old in zip(configs, before, strict=True):
+            config._attn_implementation = old
+
+    return restore
+
+
+def _delegate(bridges: list[nn.Module]) -> None:
+    """Let each attention bridge hand its forward to the Hugging Face module it wraps
+    (``AttentionBridge.forward``: ``hook_in``, the wrapped module, ``hook_out``)."""
+    from transformer_lens.model_bridge.generalized_components.attention import AttentionBridge
+
+    for bridge in bridges:
+        # object.__setattr__: the bridge's own __setattr__ would set the wrapped module's
+        delegated = AttentionBridge.forward.__get__(bridge)
+        object.__setattr__(bridge, "forward", delegated)
+
+
+def _undelegate(bridges: list[nn.Module]) -> None:
+    for bridge in bridges:
+        bridge.__dict__.pop("forward", None)
+
+
 class BridgeBackend:
     """The :class:`~.base.Backend` of ``TransformerBridge``."""
 
@@ -95,6 +167,52 @@ class BridgeBackend:
 
     def attached_signal(self, model: Any) -> Any:
         return getattr(model, SIGNAL_NAME, None)
+
+    def attention_route(self, model: Any) -> str:
+        return _FUSED.get(model, "eager")
+
+    def set_attention_route(self, model: Any, route: str) -> Undo:
+        """Put every attention bridge of ``model`` on ``route`` (see the module docstring).
+
+        Raises:
+            ValueError: ``route`` is not a route, the bridge is in compatibility mode (its
+                processed weights reach only TransformerLens' own attention) and ``route`` is
+                fused, or an attention block does not wrap a Hugging Face module.
+        """
+        check_route(route)
+        previous = self.attention_route(model)
+        if route == previous:
+            return lambda: None
+        if route in FUSED_ROUTES and getattr(model, "compatibility_mode", False):
+            raise ValueError(
+                f"route={route!r}: a bridge in compatibility mode computes with processed "
+                "weights in TransformerLens' own attention; use the eager route, or load the "
+                "bridge without compatibility mode"
+            )
+        if getattr(model, SIGNAL_NAME, None) is not None:
+            raise ValueError(
+                "cannot change the attention route while a continuous signal is installed; "
+                "pass route= to continuous() instead"
+            )
+        bridges = _attention_bridges(model)
+        restore_name = _set_implementation(model, route)
+        if route == "eager":
+            _undelegate(bridges)
+            _FUSED.pop(model, None)
+        else:
+            _delegate(bridges)
+            _FUSED[model] = route
+
+        def restore() -> None:
+            restore_name()
+            if previous == "eager":
+                _undelegate(bridges)
+                _FUSED.pop(model, None)
+            else:
+                _delegate(bridges)
+                _FUSED[model] = previous
+
+        return restore
 
     def positional_scheme(self, model: Any) -> str:
         scheme = str(getattr(model.cfg, "positional_embedding_type", "unknown"))
@@ -217,7 +335,12 @@ class BridgeBackend:
                 _state_hook(signal), with_kwargs=True
             )
             undo.append(handle.remove)
-            if attention:
+            route = self.attention_route(model)
+            if attention and route in FUSED_ROUTES:
+                undo.append(_set_implementation(model, continuous_implementation(route)))
+                modules = [model.blocks[layer].attn.original_component for layer in layers]
+                undo.append(attach_bias(modules, signal))
+            elif attention:
                 for layer in layers:
                     point = model.blocks[layer].attn.hook_attn_scores
                     undo.append(add_permanent_hook(point, scores_hook(signal)))

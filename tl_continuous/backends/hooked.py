@@ -53,6 +53,7 @@ from transformer_lens.components.abstract_attention import AbstractAttention
 from transformer_lens.hook_points import HookPoint
 
 from tl_continuous.backends.base import Undo, add_permanent_hook, scores_hook
+from tl_continuous.backends.hf_attention import check_route
 from tl_continuous.continuous.positions import integer_positions, interpolate_table
 
 __all__ = ["BACKEND", "HookedBackend", "rotary_frequencies", "rotate_further"]
@@ -157,6 +158,18 @@ class HookedBackend:
             detach()
             raise
         return detach
+
+    def attention_route(self, model: Any) -> str:
+        return "eager"  # TransformerLens 3.9's attention always forms the score matrix
+
+    def set_attention_route(self, model: Any, route: str) -> Undo:
+        if check_route(route) != "eager":
+            raise ValueError(
+                f"route={route!r}: HookedTransformer always computes attention with an explicit "
+                "score matrix (eager); for a fused kernel load the model as a TransformerBridge, "
+                f"e.g. load_model(..., backend='bridge', attn_implementation={route!r})"
+            )
+        return lambda: None
 
     def kv_prefix(self, model: Any, prefix: Tensor) -> Any:
         """Run ``prefix`` once into a frozen TransformerLens key/value cache; return it."""

@@ -327,6 +327,7 @@ def install_continuous(
     layers: Sequence[int] | None = None,
     attention: bool = True,
     positions: bool = True,
+    route: str | None = None,
 ) -> ContinuousHandle:
     """Make every forward of ``model`` continuous until the returned handle is removed.
 
@@ -338,6 +339,11 @@ def install_continuous(
             Positions are real in every layer regardless.
         attention: add ``log d`` to the pre-softmax scores (duration-weighted attention).
         positions: use the real positions (rotary or learned tables).
+        route: the attention route while installed: ``"eager"`` (the score matrix, where
+            ``blocks.{i}.attn.hook_attn_scores`` sees the continuous scores), ``"sdpa"`` or
+            ``"flex_attention"`` (fused kernels, ``log d`` as a per-key bias; a
+            ``TransformerBridge`` only). Default: the model's own route
+            (:func:`attention_route`); removal restores it.
 
     Returns:
         A :class:`ContinuousHandle`; ``handle.remove()`` or :func:`remove_continuous` undoes
@@ -346,7 +352,8 @@ def install_continuous(
     Raises:
         TypeError: ``model`` is not a TransformerLens (or nnsight) model.
         ValueError: the model already has a continuous signal, ``layers`` are out of range,
-            or ``positions=True`` on a positional scheme that is not supported.
+            ``positions=True`` on a positional scheme that is not supported, or ``route`` is
+            not a route the model can take.
 
     >>> from tl_continuous.tiny import tiny_model
     >>> model = tiny_model("learned")
@@ -375,6 +382,8 @@ def install_continuous(
     signal = ContinuousSignal(durations, attention=attention and bool(chosen)).train(model.training)
     handle = ContinuousHandle(model=model, signal=signal)
     try:
+        if route is not None:
+            handle.undo.append(backend.set_attention_route(model, route))
         handle.undo.append(backend.attach_signal(model, signal))
         handle.undo.extend(
             backend.install(model, signal, layers=chosen, attention=attention, positions=positions)
@@ -408,6 +417,7 @@ def continuous(
     layers: Sequence[int] | None = None,
     attention: bool = True,
     positions: bool = True,
+    route: str | None = None,
 ) -> Iterator[ContinuousHandle]:
     """Within the block every forward of ``model`` is continuous (see :func:`install_continuous`).
 
@@ -421,7 +431,7 @@ def continuous(
     torch.Size([1, 3, 50])
     """
     handle = install_continuous(
-        model, durations, layers=layers, attention=attention, positions=positions
+        model, durations, layers=layers, attention=attention, positions=positions, route=route
     )
     try:
         yield handle

@@ -22,7 +22,7 @@ import torch
 from ci_requirements import in_ci, requires
 
 from tl_continuous import Durations, LinesOfThought, continuous, install_continuous
-from tl_continuous.backends import backend_for, backend_name
+from tl_continuous.backends import backend_for, backend_name, hf_attention
 from tl_continuous.continuous.signal import remove_continuous
 from tl_continuous.tiny import tiny_bridge, tiny_hf
 
@@ -89,9 +89,11 @@ def test_the_backend_is_chosen_from_the_class_and_nnsight_is_imported_only_where
 
 
 @torch.no_grad()
+@pytest.mark.parametrize("route", ["eager", "sdpa"])
 @pytest.mark.parametrize("kind", KINDS)
-def test_continuous_forward_equals_the_bridge(kind: str) -> None:
+def test_continuous_forward_equals_the_bridge(kind: str, route: str) -> None:
     bridge, lm = tiny_bridge(kind), _nnsight(tiny_hf(kind))
+    backend_for(lm).set_attention_route(lm, route)
     tokens, mask = _padded()
     real = mask.bool()
     durations = Durations(0.2 + 1.5 * torch.rand(3, 7, generator=torch.Generator().manual_seed(1)))
@@ -142,6 +144,8 @@ def test_nothing_is_left_behind_after_success_or_an_exception() -> None:
             _hook_state(hf) == before
             and dict(lm._child_map) == children
             and not hasattr(lm, "continuous")
+            and hf.config._attn_implementation == "eager"
+            and not any(m in hf_attention._SOURCES for m in hf.modules())
         )
 
     with continuous(lm, torch.ones(4)):
@@ -158,9 +162,10 @@ def test_nothing_is_left_behind_after_success_or_an_exception() -> None:
     ):
         lm.output.save()
     assert unchanged()
-    lm._module.set_attn_implementation("sdpa")
-    with pytest.raises(ValueError, match="'sdpa'"):
+    hf.config._attn_implementation = "flash_attention_2"  # cannot carry the bias
+    with pytest.raises(ValueError, match="'flash_attention_2'"):
         install_continuous(lm, torch.ones(4))  # fails after the signal was attached
+    hf.config._attn_implementation = "eager"
     assert unchanged()
     assert (lm(tokens).logits - tiny_hf("rotary")(tokens).logits).abs().max() < 1e-6
 

@@ -1,15 +1,13 @@
-"""Duration-weighted attention in a plain Hugging Face model (eager attention).
+"""Duration-weighted attention in a plain Hugging Face model, on its own attention route.
 
 The one function here, :func:`install_attention_bias`, is how a backend that runs a Hugging
 Face model as it is (:mod:`.nnsight`) adds ``log d_j`` to every pre-softmax score of key
-``j``. On the ``"eager"`` implementation Hugging Face's attention adds the 4-D float
-``attention_mask`` it is given (0 where a key is visible, the dtype's minimum where it is
-masked) to the scores before the softmax; a forward pre-hook on each chosen layer's attention
-module adds ``log d`` to that mask's key columns, which is the same sum. Other implementations
-(``sdpa``, flash, flex) take no such mask and are refused with an error naming them.
-
-Kept in one place so that a route through transformers' ``AttentionInterface`` (fused
-kernels too) can replace it without touching the backend.
+``j``: it switches the model's attention implementation (``"eager"``, ``"sdpa"`` or
+``"flex_attention"``) to the continuous implementation of the same route
+(:func:`.hf_attention.continuous_implementation`: the route's kernel plus the per-key bias)
+and attaches the signal to the chosen layers' attention modules
+(:func:`.hf_attention.attach_bias`); undoing restores the implementation name and detaches
+them. A ``TransformerBridge`` does the same on its fused routes (:mod:`.bridge`).
 """
 
 from __future__ import annotations
@@ -17,17 +15,22 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from torch import Tensor, nn
+from torch import nn
 
 from tl_continuous.backends.base import Undo
+from tl_continuous.backends.hf_attention import (
+    attach_bias,
+    check_route,
+    continuous_implementation,
+    plain_route,
+)
 from tl_continuous.backends.hf_parts import attention_module, decoder_layers
-from tl_continuous.continuous.attention import add_log_durations
 
 __all__ = ["install_attention_bias"]
 
 
 def install_attention_bias(hf: nn.Module, signal: Any, layers: Sequence[int]) -> list[Undo]:
-    """Add ``signal``'s ``log d`` to the attention scores of ``layers``; one undo per hook.
+    """Add ``signal``'s ``log d`` to the attention scores of ``layers``; return the undos.
 
     Args:
         hf: the Hugging Face causal LM.
@@ -35,48 +38,37 @@ def install_attention_bias(hf: nn.Module, signal: Any, layers: Sequence[int]) ->
         layers: decoder layers whose attention gets the term.
 
     Raises:
-        ValueError: the model's attention implementation is not ``"eager"``.
+        ValueError: the model's attention implementation cannot carry the bias (not eager,
+            sdpa or flex_attention); the message names it.
     """
-    implementation = getattr(hf.config, "_attn_implementation", None) or "eager"
-    if implementation != "eager":
-        raise ValueError(
-            "duration-weighted attention on a plain Hugging Face model needs "
-            f"attn_implementation='eager' (the model has {implementation!r}); load it with "
-            "attn_implementation='eager', or pass attention=False"
-        )
     blocks = decoder_layers(hf)
-    undo: list[Undo] = []
+    modules = [attention_module(blocks[layer]) for layer in layers]
+    configs = _configs(hf, modules)
+    before = [c._attn_implementation for c in configs]
+    route = plain_route(before[0])
+    check_route(route, argument="the model's attention implementation (attn_implementation)")
+    name = continuous_implementation(route)
+    for config in configs:
+        config._attn_implementation = name
+
+    def restore() -> None:
+        for config, old in zip(configs, before, strict=True):
+            config._attn_implementation = old
+
     try:
-        for layer in layers:
-            module = attention_module(blocks[layer])
-            handle = module.register_forward_pre_hook(_mask_hook(signal), with_kwargs=True)
-            undo.append(handle.remove)
+        detach = attach_bias(modules, signal)
     except BaseException:
-        for u in reversed(undo):
-            u()
+        restore()
         raise
-    return undo
+    return [restore, detach]
 
 
-def _mask_hook(signal: Any) -> Any:
-    def hook(module: nn.Module, args: Any, kwargs: dict[str, Any]) -> tuple[Any, Any]:
-        mask = kwargs.get("attention_mask")
-        state = signal.current()
-        if not isinstance(mask, Tensor) or mask.ndim != 4 or not mask.is_floating_point():
-            raise RuntimeError(
-                f"{type(module).__name__} got no 4-D float attention mask to add log d to "
-                "(eager attention builds one; is the attention implementation eager?)"
-            )
-        if mask.shape[-1] != state.log_d.shape[-1]:
-            raise RuntimeError(
-                f"the attention mask covers {mask.shape[-1]} keys but the continuous signal "
-                f"has {state.log_d.shape[-1]}"
-            )
-        cache = state.extra.setdefault("attention_bias", {})
-        biased = cache.get(id(mask))
-        if biased is None or biased[0] is not mask:
-            biased = (mask, add_log_durations(mask, state.log_d))
-            cache[id(mask)] = biased
-        return args, {**kwargs, "attention_mask": biased[1]}
-
-    return hook
+def _configs(hf: nn.Module, modules: list[nn.Module]) -> list[Any]:
+    """The model's config and any other config an attention module reads its implementation
+    from (a multimodal model's text config)."""
+    configs = [hf.config]
+    for module in modules:
+        config = getattr(module, "config", None)
+        if config is not None and all(config is not c for c in configs):
+            configs.append(config)
+    return configs

@@ -6,8 +6,9 @@ Hugging Face computes, as on a ``TransformerBridge`` (:mod:`.bridge`):
 
 * **Per-forward state.** A forward pre-hook on the Hugging Face base model computes the
   signal from ``input_ids``, the 2-D ``attention_mask`` and ``past_key_values``.
-* **Duration-weighted attention.** ``log d`` is added to the attention of the chosen layers
-  by :func:`~.attention_bias.install_attention_bias` (eager attention).
+* **Duration-weighted attention.** ``log d`` is added inside Hugging Face's attention
+  function of the chosen layers, on the model's own route (``"eager"``, ``"sdpa"`` or
+  ``"flex_attention"``; :func:`~.attention_bias.install_attention_bias`).
 * **Real positions.** A forward pre-hook on each rotary module replaces its ``position_ids``
   by the real table indices; on a learned table (GPT-2's ``wpe``) a forward hook returns the
   interpolated rows.
@@ -51,6 +52,7 @@ from tl_continuous.backends import hf_parts
 from tl_continuous.backends.attention_bias import install_attention_bias
 from tl_continuous.backends.base import Undo
 from tl_continuous.backends.bridge import _rotary_hook, _state_hook, _table_hook
+from tl_continuous.backends.hf_attention import check_route, plain_route
 from tl_continuous.continuous.positions import integer_positions
 
 __all__ = ["BACKEND", "ModelFacts", "NnsightBackend", "hf_model", "model_facts", "read_pilots"]
@@ -252,11 +254,21 @@ class NnsightBackend:
         return detach
 
     def attention_route(self, model: Any) -> str:
-        return str(getattr(hf_model(model).config, "_attn_implementation", None) or "eager")
+        return plain_route(getattr(hf_model(model).config, "_attn_implementation", None))
 
     def set_attention_route(self, model: Any, route: str) -> Undo:
         """Switch the wrapped model's attention implementation (transformers'
-        ``set_attn_implementation``); return what switches it back."""
+        ``set_attn_implementation``); return what switches it back.
+
+        Raises:
+            ValueError: ``route`` is not a route, or a continuous signal is installed.
+        """
+        check_route(route)
+        if self.attached_signal(model) is not None:
+            raise ValueError(
+                "cannot change the attention route while a continuous signal is installed; "
+                "pass route= to continuous() instead"
+            )
         hf = hf_model(model)
         previous = self.attention_route(model)
         if route != previous:

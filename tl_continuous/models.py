@@ -10,6 +10,9 @@ Three routes lead to a :class:`~transformer_lens.HookedTransformer`:
 * ``load_hf_folder(path)``: any local Hugging Face folder of an architecture that
   TransformerLens supports.
 
+``backend="bridge"`` gives a ``TransformerBridge`` instead, and ``backend="nnsight"`` an nnsight
+``LanguageModel`` (:func:`load_nnsight_folder`; the optional ``nnsight`` extra).
+
 Nothing here touches the network. The cache directory defaults to
 ``$XDG_CACHE_HOME/tl_continuous`` (``~/.cache/tl_continuous``) and can be moved with the
 ``cache_dir`` argument or the ``TL_CONTINUOUS_CACHE`` environment variable.
@@ -44,12 +47,13 @@ __all__ = [
     "load_hf_folder",
     "load_hf_reference",
     "load_model",
+    "load_nnsight_folder",
 ]
 
 log = logging.getLogger(__name__)
 
 CACHE_ENV = "TL_CONTINUOUS_CACHE"
-BACKENDS = ("hooked", "bridge")
+BACKENDS = ("hooked", "bridge", "nnsight")
 
 
 def default_backend() -> str:
@@ -470,6 +474,63 @@ def _check_dtype(dtype: Any) -> None:
         raise ValueError(f"dtype must be one of torch.{{{names}}} (got {dtype!r})")
 
 
+def load_nnsight_folder(
+    folder: str | os.PathLike[str],
+    *,
+    device: str | torch.device | None = None,
+    dtype: torch.dtype = torch.float32,
+    device_map: str | dict[str, Any] | None = None,
+    attn_implementation: str = "eager",
+) -> Any:
+    """Load a local Hugging Face folder as an nnsight ``LanguageModel``, offline.
+
+    The weights are loaded at once (``dispatch=True``). nnsight 0.8 deprecates the name
+    ``LanguageModel`` in favour of ``TransformersModel(..., task="text-generation")``, of
+    which it is a subclass; its deprecation warning is not shown here.
+
+    Args:
+        folder: a folder with ``config.json``, weights and a tokenizer.
+        device: where to put the model (ignored with ``device_map``).
+        dtype: parameter dtype.
+        device_map: Hugging Face's ``device_map`` (e.g. ``"auto"``).
+        attn_implementation: the attention route, ``"eager"`` (default: nnsight can read
+            the attention weights), ``"sdpa"`` or ``"flex_attention"``; under
+            :func:`~tl_continuous.continuous` each adds ``log d`` (see
+            :mod:`tl_continuous.backends.nnsight`).
+
+    Raises:
+        ImportError: nnsight is not installed (the message says how to install it).
+    """
+    folder = Path(folder).expanduser()
+    if not (folder / "config.json").is_file():
+        raise FileNotFoundError(
+            f"folder must be a Hugging Face model folder with config.json (got {folder})"
+        )
+    try:
+        import nnsight  # optional dependency
+    except ImportError as err:
+        raise ImportError(
+            "backend='nnsight' needs nnsight: pip install -c constraints.txt "
+            "'tl-continuous[nnsight]'"
+        ) from err
+    import warnings
+
+    from tl_continuous.backends.hf_attention import check_route
+
+    placement: dict[str, Any] = {}
+    if device_map is not None or device is not None:
+        placement["device_map"] = device_map if device_map is not None else str(device)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", nnsight.NNsightDeprecationWarning)
+        return nnsight.LanguageModel(
+            str(folder),
+            dispatch=True,
+            dtype=dtype,
+            attn_implementation=check_route(attn_implementation, argument="attn_implementation"),
+            **placement,
+        )
+
+
 def load_model(
     name: str = "smollm2-135m",
     *,
@@ -487,20 +548,23 @@ def load_model(
             ``"counting-testbed"`` (see :mod:`tl_continuous.testbed`), or a path to a local
             Hugging Face folder.
         backend: ``"hooked"`` (a ``HookedTransformer``), ``"bridge"`` (a
-            ``TransformerBridge`` around the Hugging Face model) or ``None``:
-            :func:`default_backend` (``"bridge"`` on TransformerLens 4).
+            ``TransformerBridge`` around the Hugging Face model), ``"nnsight"`` (an nnsight
+            ``LanguageModel``, :func:`load_nnsight_folder`; not for the counting testbed,
+            which has no tokenizer) or ``None``: :func:`default_backend` (``"bridge"`` on
+            TransformerLens 4).
         cache_dir: where converted models live (see :func:`cache_root`).
         device: where to put the model.
         dtype: parameter dtype: ``torch.float32``, ``torch.bfloat16``, ``torch.float16`` or
             ``torch.float64`` (analysis maths upcasts itself).
-        attn_implementation: the attention route of a ``"bridge"``: ``"eager"`` (default;
-            the score matrix, ``hook_attn_scores``), ``"sdpa"`` or ``"flex_attention"``
-            (fused kernels, memory O(n); see
+        attn_implementation: the attention route of a ``"bridge"`` or ``"nnsight"`` model:
+            ``"eager"`` (default; the score matrix, ``hook_attn_scores`` on a bridge),
+            ``"sdpa"`` or ``"flex_attention"`` (fused kernels, memory O(n); see
             :func:`tl_continuous.backends.set_attention_route`). A ``"hooked"`` model is
             always eager.
         **processing: for ``"hooked"``: ``n_devices``, ``linear_layout`` and the
             weight-processing flags of :func:`load_hf_folder`; for ``"bridge"``:
-            ``compatibility`` and ``device_map`` of :func:`load_bridge_folder`.
+            ``compatibility`` and ``device_map`` of :func:`load_bridge_folder`; for
+            ``"nnsight"``: ``device_map``.
 
     Raises:
         ModuleNotFoundError: the weights package of a bundled model is not installed; the
@@ -522,8 +586,10 @@ def load_model(
                 f"attn_implementation={attn_implementation!r}: a HookedTransformer always "
                 "computes attention with an explicit score matrix; use backend='bridge'"
             )
-        if backend == "bridge":
+        if backend in ("bridge", "nnsight"):
             processing = {"attn_implementation": attn_implementation, **processing}
+    if backend == "nnsight":
+        return _load_nnsight(name, cache_dir, device, dtype, processing)
     load = load_hf_folder if backend == "hooked" else load_bridge_folder
     if name == "counting-testbed":  # trained here, shipped in the package (no tokenizer)
         if backend == "bridge":  # carried over to a Hugging Face GPT-NeoX
@@ -549,6 +615,25 @@ def load_model(
         f"name must be one of {[*sorted(MODELS), 'counting-testbed']} or a local Hugging Face "
         f"folder (got {name!r})"
     )
+
+
+def _load_nnsight(
+    name: str,
+    cache_dir: str | os.PathLike[str] | None,
+    device: str | torch.device | None,
+    dtype: torch.dtype,
+    processing: dict[str, Any],
+) -> Any:
+    if name in MODELS:
+        folder = converted_folder(name, cache_dir)
+    elif name != "counting-testbed" and Path(name).expanduser().is_dir():
+        folder = Path(name).expanduser()
+    else:
+        raise ValueError(
+            f"name must be one of {sorted(MODELS)} or a local Hugging Face folder for "
+            f"backend='nnsight' (got {name!r})"
+        )
+    return load_nnsight_folder(folder, device=device, dtype=dtype, **processing)
 
 
 def load_hf_reference(

@@ -2,7 +2,8 @@
 
 :func:`tiny_model` builds a ``HookedTransformer`` (TransformerLens 3.x); :func:`tiny_bridge` a
 ``TransformerBridge`` around a tiny random Hugging Face model of the same shape (Llama-like
-with grouped-query attention, GPT-NeoX-like partial rotary, GPT-2-like learned positions).
+with grouped-query attention, GPT-NeoX-like partial rotary, GPT-2-like learned positions),
+which :func:`tiny_hf` returns bare.
 
 They exist for tests, doctests and examples of the mechanics. They have no tokenizer:
 feed them token ids.
@@ -22,7 +23,7 @@ from torch import nn
 if TYPE_CHECKING:
     from transformer_lens import HookedTransformer, HookedTransformerConfig
 
-__all__ = ["TinyKind", "tiny_bridge", "tiny_config", "tiny_model"]
+__all__ = ["TinyKind", "tiny_bridge", "tiny_config", "tiny_hf", "tiny_model"]
 
 TinyKind = Literal["rotary", "rotary-partial", "learned", "nopos"]
 
@@ -205,6 +206,26 @@ def tiny_bridge(
     """
     from tl_continuous.backends.bridge import wrap_hf_model
 
+    hf = tiny_hf(kind, n_layers=n_layers, dtype=dtype, seed=seed, **overrides)
+    bridge = wrap_hf_model(hf, dtype=dtype)
+    return bridge.eval()
+
+
+def tiny_hf(
+    kind: TinyKind = "rotary",
+    *,
+    n_layers: int = 2,
+    dtype: torch.dtype = torch.float32,
+    seed: int = 0,
+    **overrides: Any,
+) -> nn.Module:
+    """The tiny random Hugging Face model that :func:`tiny_bridge` wraps (same arguments, same
+    weights), in eval mode, with eager attention: for wrappers of Hugging Face models such as
+    nnsight's ``NNsight``.
+
+    >>> tiny_hf("learned")(torch.tensor([[1, 2, 3]])).logits.shape
+    torch.Size([1, 3, 50])
+    """
     torch.manual_seed(seed)
     hf, arch = _hf_tiny(kind, n_layers, **overrides)
     hf = hf.to(dtype).eval()
@@ -212,5 +233,4 @@ def tiny_bridge(
         with torch.no_grad():
             hf.transformer.wpe.weight.zero_()
     hf.config.architectures = [arch]
-    bridge = wrap_hf_model(hf, dtype=dtype)
-    return bridge.eval()
+    return hf

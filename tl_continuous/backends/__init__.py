@@ -6,6 +6,9 @@ tl-continuous runs on two kinds of TransformerLens model:
 * ``"bridge"``: ``TransformerBridge``, which wraps a Hugging Face model (TransformerLens 3.9
   and 4.x; :mod:`.bridge`).
 
+and, for ``continuous()`` and ``LinesOfThought.collect``, on an nnsight model (``"nnsight"``:
+``LanguageModel`` and any nnsight wrapper of a Hugging Face causal LM; :mod:`.nnsight`).
+
 The rest of the package asks :func:`backend_for` for the model's backend and calls the small
 interface of :class:`~.base.Backend`. The backend is chosen from the model's type, without
 importing either class (TransformerLens 4 has no ``HookedTransformer``).
@@ -38,6 +41,7 @@ _CLASSES = {
     ("transformer_lens.HookedTransformer", "HookedTransformer"): "hooked",
     ("transformer_lens.model_bridge.bridge", "TransformerBridge"): "bridge",  # 3.x
     ("transformer_lens.model_bridge.transformer_bridge", "TransformerBridge"): "bridge",  # 4.x
+    ("nnsight.intervention.envoy", "Envoy"): "nnsight",  # LanguageModel, NNsight, ...
 }
 
 
@@ -69,18 +73,20 @@ def require_hooked(alternative: str) -> None:
 
 
 def backend_name(model: Any) -> str:
-    """``"hooked"`` or ``"bridge"``, from the model's class (subclasses included).
+    """``"hooked"``, ``"bridge"`` or ``"nnsight"``, from the model's class (subclasses
+    included; nothing is imported).
 
     Raises:
-        TypeError: ``model`` is neither a ``HookedTransformer`` nor a ``TransformerBridge``.
+        TypeError: ``model`` is neither a ``HookedTransformer``, a ``TransformerBridge`` nor an
+            nnsight model.
     """
     for cls in type(model).__mro__:
         name = _CLASSES.get((cls.__module__, cls.__name__))
         if name is not None:
             return name
     raise TypeError(
-        "model must be a TransformerLens HookedTransformer or TransformerBridge "
-        f"(got {type(model).__name__})"
+        "model must be a TransformerLens HookedTransformer or TransformerBridge, or an nnsight "
+        f"LanguageModel (got {type(model).__name__})"
     )
 
 

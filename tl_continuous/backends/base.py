@@ -18,7 +18,7 @@ from transformer_lens.hook_points import HookPoint
 
 from tl_continuous.continuous.attention import add_log_durations
 
-__all__ = ["Backend", "Model", "Undo", "add_permanent_hook", "scores_hook"]
+__all__ = ["AnyModel", "Backend", "Model", "Undo", "add_permanent_hook", "scores_hook"]
 
 #: What public functions take: a ``HookedTransformer`` or a ``TransformerBridge``. Both are
 #: torch modules with TransformerLens' hook API (``hook_dict``, ``hooks()``,
@@ -30,6 +30,11 @@ if TYPE_CHECKING:
 else:
     Model = nn.Module
 
+#: What ``continuous()`` and ``LinesOfThought.collect`` take: a :data:`Model` or an nnsight
+#: model (a ``LanguageModel``: an nnsight ``Envoy``, not a torch module). ``Any`` for the type
+#: checker and at run time (nnsight is optional); ``backend_for`` tells the kinds apart.
+AnyModel: TypeAlias = Any
+
 #: removes one thing an installation added
 Undo = Callable[[], None]
 
@@ -39,6 +44,15 @@ class Backend(Protocol):
     """The interface each backend module exposes as ``BACKEND``."""
 
     name: str
+
+    def n_layers(self, model: Any) -> int:
+        """Number of blocks (decoder layers)."""
+        ...
+
+    def attached_signal(self, model: Any) -> Any:
+        """The ``ContinuousSignal`` spliced into ``model`` by :meth:`attach_signal` (whatever
+        ``model.continuous`` holds), or ``None``."""
+        ...
 
     def positional_scheme(self, model: Any) -> str:
         """``"rotary"``, ``"learned"``, or the name of a scheme with no real positions."""

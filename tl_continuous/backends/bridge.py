@@ -162,6 +162,12 @@ class BridgeBackend:
 
     name = "bridge"
 
+    def n_layers(self, model: Any) -> int:
+        return int(model.cfg.n_layers)
+
+    def attached_signal(self, model: Any) -> Any:
+        return getattr(model, SIGNAL_NAME, None)
+
     def attention_route(self, model: Any) -> str:
         return _FUSED.get(model, "eager")
 

@@ -120,6 +120,12 @@ class HookedBackend:
 
     name = "hooked"
 
+    def n_layers(self, model: Any) -> int:
+        return int(model.cfg.n_layers)
+
+    def attached_signal(self, model: Any) -> Any:
+        return getattr(model, SIGNAL_NAME, None)
+
     def positional_scheme(self, model: Any) -> str:
         scheme = str(model.cfg.positional_embedding_type)
         return _SCHEMES.get(scheme, scheme)

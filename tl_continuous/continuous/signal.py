@@ -52,6 +52,7 @@ from torch import Tensor, nn
 from transformer_lens.hook_points import HookPoint
 
 from tl_continuous.backends import backend_for
+from tl_continuous.backends.base import AnyModel
 from tl_continuous.continuous.attention import log_durations
 from tl_continuous.continuous.durations import Durations
 from tl_continuous.continuous.positions import table_index
@@ -270,7 +271,7 @@ class ContinuousHandle:
         signal: the spliced :class:`ContinuousSignal` (``model.continuous``).
     """
 
-    model: nn.Module
+    model: AnyModel
     signal: ContinuousSignal
     undo: list[Callable[[], None]] = field(default_factory=list)
     removed: bool = False
@@ -309,8 +310,7 @@ def _as_durations(durations: Durations | Tensor) -> Durations:
     raise TypeError(f"durations must be a Durations or a tensor (got {type(durations).__name__})")
 
 
-def _check_layers(model: Any, layers: Sequence[int] | None) -> list[int]:
-    n_layers = model.cfg.n_layers
+def _check_layers(n_layers: int, layers: Sequence[int] | None) -> list[int]:
     if layers is None:
         return list(range(n_layers))
     chosen = sorted({int(i) for i in layers})
@@ -321,7 +321,7 @@ def _check_layers(model: Any, layers: Sequence[int] | None) -> list[int]:
 
 
 def install_continuous(
-    model: nn.Module,
+    model: AnyModel,
     durations: Durations | Float[Tensor, "batch pos"] | Float[Tensor, " pos"],
     *,
     layers: Sequence[int] | None = None,
@@ -332,7 +332,8 @@ def install_continuous(
     """Make every forward of ``model`` continuous until the returned handle is removed.
 
     Args:
-        model: a ``HookedTransformer`` or a ``TransformerBridge``.
+        model: a ``HookedTransformer``, a ``TransformerBridge`` or an nnsight
+            ``LanguageModel`` (see :mod:`tl_continuous.backends.nnsight`).
         durations: a :class:`Durations` (or a tensor of durations, ``start = 0``).
         layers: layers whose attention gets the log-duration term (default: all).
             Positions are real in every layer regardless.
@@ -349,7 +350,7 @@ def install_continuous(
         the installation.
 
     Raises:
-        TypeError: ``model`` is not a TransformerLens model.
+        TypeError: ``model`` is not a TransformerLens (or nnsight) model.
         ValueError: the model already has a continuous signal, ``layers`` are out of range,
             ``positions=True`` on a positional scheme that is not supported, or ``route`` is
             not a route the model can take.
@@ -364,7 +365,7 @@ def install_continuous(
     False
     """
     backend = backend_for(model)
-    if isinstance(getattr(model, SIGNAL_NAME, None), ContinuousSignal):
+    if isinstance(backend.attached_signal(model), ContinuousSignal):
         raise ValueError(
             "model already has a continuous signal installed; remove it first "
             "(handle.remove() or remove_continuous(model))"
@@ -372,7 +373,7 @@ def install_continuous(
     if hasattr(model, SIGNAL_NAME):
         raise ValueError(f"model already has an attribute {SIGNAL_NAME!r}")
     durations = _as_durations(durations)
-    chosen = _check_layers(model, layers)
+    chosen = _check_layers(backend.n_layers(model), layers)
     if positions:
         backend.check_positions(model)
 
@@ -394,14 +395,14 @@ def install_continuous(
     return handle
 
 
-def remove_continuous(model: nn.Module) -> bool:
+def remove_continuous(model: AnyModel) -> bool:
     """Remove the continuous signal installed in ``model``; ``False`` if there was none.
 
     >>> from tl_continuous.tiny import tiny_model
     >>> remove_continuous(tiny_model("rotary"))
     False
     """
-    signal = getattr(model, SIGNAL_NAME, None)
+    signal = backend_for(model).attached_signal(model)
     if not isinstance(signal, ContinuousSignal) or signal.handle is None:
         return False
     signal.handle.remove()
@@ -410,7 +411,7 @@ def remove_continuous(model: nn.Module) -> bool:
 
 @contextmanager
 def continuous(
-    model: nn.Module,
+    model: AnyModel,
     durations: Durations | Float[Tensor, "batch pos"] | Float[Tensor, " pos"],
     *,
     layers: Sequence[int] | None = None,

@@ -4,6 +4,9 @@ Each forward pass carries one temporary hook per read hook point; the hook slice
 position out of the activation (``act[rows, pilot]``), moves that ``[batch, d_model]`` slice to
 the CPU as float32 and returns nothing, so the model's computation is untouched and no full
 activation is ever kept. The forward pass stops before the unembedding (``return_type=None``).
+On an nnsight model each batch is one nnsight trace instead, which saves only the pilot rows
+of each reading point and stops after the last
+(:func:`tl_continuous.backends.nnsight.read_pilots`).
 
 Shard folders (``collect_shards``):
 
@@ -117,11 +120,29 @@ class IncompleteShardsError(ValueError):
 
 
 # --------------------------------------------------------------------------- helpers
+def _on_nnsight(model: Model) -> bool:
+    """Whether ``model`` is an nnsight model (which has no TransformerLens ``cfg``)."""
+    from tl_continuous.backends import backend_name
+
+    return getattr(model, "cfg", None) is None and backend_name(model) == "nnsight"
+
+
+def _cfg(model: Model) -> Any:
+    """``model.cfg``; for an nnsight model the same facts read from the wrapped Hugging Face
+    model (:class:`~tl_continuous.backends.nnsight.ModelFacts`)."""
+    if _on_nnsight(model):
+        from tl_continuous.backends.nnsight import model_facts
+
+        return model_facts(model)
+    return model.cfg
+
+
 def model_metadata(model: Model) -> dict[str, Any]:
     """Model name and its config as a JSON-safe dict."""
+    cfg = _cfg(model)
     return {
-        "model_name": str(model.cfg.model_name),
-        "model_config": json_safe(model.cfg.to_dict()),
+        "model_name": str(cfg.model_name),
+        "model_config": json_safe(cfg.to_dict()),
     }
 
 
@@ -214,6 +235,12 @@ def _run_batch(
     names: list[str],
 ) -> tuple[Tensor, Tensor]:
     pilots = pilot_positions_from_mask(mask, tokens.shape[0], tokens.shape[1])
+    if _on_nnsight(model):  # one nnsight trace that saves the pilot rows
+        from tl_continuous.backends.nnsight import read_pilots
+
+        with torch.inference_mode():
+            read = read_pilots(model, tokens, mask, names, pilots)
+        return torch.stack([read[n] for n in names], dim=1), pilots
     store: dict[str, Tensor] = {}
     device = model.cfg.device
     hooks = pilot_hooks(names, pilots, store, stop=True)
@@ -230,6 +257,8 @@ def _run_batch(
 
 
 def _check_model(model: Model, include_final_norm: bool) -> None:
+    if _on_nnsight(model):  # its reading points are checked with the hook names
+        return
     if include_final_norm and FINAL_NORM_HOOK not in model.hook_dict:
         raise ValueError(
             "include_final_norm=True but the model has no final normalisation "
@@ -240,20 +269,21 @@ def _check_model(model: Model, include_final_norm: bool) -> None:
 def _check_tokens(model: Model, tokens: Tensor) -> None:
     """Token ids the model can run: at least one sequence of 1..n_ctx ids in the vocabulary."""
     n, pos = tokens.shape
+    cfg = _cfg(model)
     if n == 0 or pos == 0:
         raise ValueError(
             f"tokens_or_corpus must hold at least one sequence of at least one token "
             f"(got shape {(n, pos)})"
         )
-    if pos > model.cfg.n_ctx:
+    if pos > cfg.n_ctx:
         raise ValueError(
             f"tokens_or_corpus has sequences of {pos} tokens but the model's context is "
-            f"n_ctx={model.cfg.n_ctx}"
+            f"n_ctx={cfg.n_ctx}"
         )
     low, high = int(tokens.min()), int(tokens.max())
-    if low < 0 or high >= model.cfg.d_vocab:
+    if low < 0 or high >= cfg.d_vocab:
         raise ValueError(
-            f"tokens_or_corpus must hold token ids in [0, d_vocab={model.cfg.d_vocab}) "
+            f"tokens_or_corpus must hold token ids in [0, d_vocab={cfg.d_vocab}) "
             f"(got ids in [{low}, {high}])"
         )
 
@@ -299,7 +329,11 @@ def check_collection(
     _check_model(model, include_final_norm)
     if check_tokens:
         _check_tokens(model, tokens)
-    names = layer_hook_names(model.cfg.n_layers, hook, layers, include_final_norm)
+    names = layer_hook_names(_cfg(model).n_layers, hook, layers, include_final_norm)
+    if _on_nnsight(model):
+        from tl_continuous.backends.nnsight import check_reading
+
+        check_reading(model, names)
     meta |= model_metadata(model)
     meta |= {
         "hook": hook,

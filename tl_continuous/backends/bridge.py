@@ -49,6 +49,7 @@ from tl_continuous.backends.hf_attention import (
     attach_bias,
     check_route,
     continuous_implementation,
+    set_implementation,
 )
 from tl_continuous.continuous.positions import interpolate_table
 
@@ -118,27 +119,10 @@ def _attention_bridges(model: Any) -> list[nn.Module]:
     return [a for a in found if a is not None]
 
 
-def _hf_configs(model: Any, bridges: list[nn.Module]) -> list[Any]:
-    configs = [model.original_model.config]
-    for bridge in bridges:
-        config = getattr(bridge.original_component, "config", None)
-        if config is not None and all(config is not c for c in configs):
-            configs.append(config)
-    return configs
-
-
 def _set_implementation(model: Any, name: str) -> Undo:
     """Set the Hugging Face attention implementation name; return what restores it."""
-    configs = _hf_configs(model, _attention_bridges(model))
-    before = [c._attn_implementation for c in configs]
-    for config in configs:
-        config._attn_implementation = name
-
-    def restore() -> None:
-        for config, old in zip(configs, before, strict=True):
-            config._attn_implementation = old
-
-    return restore
+    modules = [bridge.original_component for bridge in _attention_bridges(model)]
+    return set_implementation(model.original_model.config, modules, name)
 
 
 def _delegate(bridges: list[nn.Module]) -> None:

@@ -40,6 +40,7 @@ __all__ = [
     "check_route",
     "continuous_implementation",
     "plain_route",
+    "set_implementation",
 ]
 
 #: the attention routes, by Hugging Face's names
@@ -87,6 +88,26 @@ def continuous_implementation(route: str) -> str:
         AttentionInterface.register(name, _KERNELS[route])
         AttentionMaskInterface.register(name, ALL_MASK_ATTENTION_FUNCTIONS[route])
     return name
+
+
+def set_implementation(model_config: Any, modules: Iterable[Any], name: str) -> Callable[[], None]:
+    """Set the attention implementation ``name`` on a model's config and on any other config
+    an attention module reads it from (a multimodal model's text config); return what
+    restores the names they had."""
+    configs = [model_config]
+    for module in modules:
+        config = getattr(module, "config", None)
+        if config is not None and all(config is not c for c in configs):
+            configs.append(config)
+    before = [c._attn_implementation for c in configs]
+    for config in configs:
+        config._attn_implementation = name
+
+    def restore() -> None:
+        for config, old in zip(configs, before, strict=True):
+            config._attn_implementation = old
+
+    return restore
 
 
 def attach_bias(modules: Iterable[nn.Module], signal: Any) -> Callable[[], None]:

@@ -230,6 +230,11 @@ def test_barrier_timeout_must_be_positive(tmp_path: Path) -> None:
 LAUNCH_TIMEOUT = 240  # seconds for one launch, restarts included
 
 
+def _marker(tmp_path: Path) -> str:
+    """What the command lines of a test's launcher and workers hold (its folders' parent)."""
+    return f"{tmp_path}{os.sep}"
+
+
 def _processes_of(marker: str) -> list[int]:
     """Live processes (zombies excluded) whose command line holds ``marker``, this one aside."""
     if not Path("/proc").is_dir():
@@ -289,7 +294,7 @@ def torchrun(tmp_path: Path) -> Iterator[Start]:
 
     yield start
     for proc in started:
-        _kill_launch(proc, str(tmp_path))
+        _kill_launch(proc, _marker(tmp_path))
 
 
 def _finish(proc: subprocess.Popen[str], marker: str, timeout: float = LAUNCH_TIMEOUT) -> str:
@@ -343,7 +348,7 @@ def test_torchrun_restarts_resume_whatever_the_order(tmp_path: Path, torchrun: S
     (the load: ``while true; do python -m pytest -q -p no:cacheprovider
     tests/lines_of_thought/test_ensemble.py; done`` in a second shell).
     """
-    logs, marker = tmp_path / "logs", str(tmp_path)
+    logs, marker = tmp_path / "logs", _marker(tmp_path)
     faults = ("0@0:first-shard", "1@0:first-shard", "1@1:peers-done", "0@2:verify", "0@3:exit")
     proc = torchrun(logs, *faults, max_restarts=4)
     output = _finish(proc, marker)
@@ -375,7 +380,7 @@ def test_failed_torchrun_launches_leave_no_process_and_a_resumable_folder(
     tmp_path: Path, torchrun: Start
 ) -> None:
     """Three launches into one folder: restarts exhausted, launcher killed, then resumed."""
-    folder, marker = tmp_path / "shards", str(tmp_path)
+    folder, marker = tmp_path / "shards", _marker(tmp_path)
     # 1. rank 1 dies once rank 0 waits for it, and no restart is left: rank 0 is stopped
     logs1 = tmp_path / "logs1"
     proc = torchrun(logs1, "1@0:peers-done", max_restarts=0)

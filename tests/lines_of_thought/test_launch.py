@@ -342,11 +342,17 @@ def test_torchrun_restarts_resume_whatever_the_order(tmp_path: Path, torchrun: S
     3. rank 0 is killed after rank 1 has verified-and-left with exit code 0;
     4. nothing: both ranks skip every batch, rank 0 verifies again.
 
-    Run 20 times in a row, idle and with a second pytest process loading both cores:
-    ``for i in $(seq 20); do nice python -m pytest -q -p no:cacheprovider
-    tests/lines_of_thought/test_launch.py -k "torchrun and not waits" || break; done``
-    (the load: ``while true; do python -m pytest -q -p no:cacheprovider
-    tests/lines_of_thought/test_ensemble.py; done`` in a second shell).
+    These torchrun tests ran 20 times in a row on the 2-core test machine, then 20 times more
+    while a second pytest process loaded its cores, with this loop (from the repository)::
+
+        for i in $(seq 20); do
+            nice python -m pytest -q -p no:cacheprovider \\
+                tests/lines_of_thought/test_launch.py -k torchrun
+            echo "$i rc=$? left=$(pgrep -fc lines_of_thought/torchrun_[w]orker)"
+        done
+        # the load, in a second shell, for as long as the loop runs:
+        while :; do nice python -m pytest -q -p no:cacheprovider \\
+            tests/lines_of_thought/test_shards.py tests/lines_of_thought/test_streaming.py; done
     """
     logs, marker = tmp_path / "logs", _marker(tmp_path)
     faults = ("0@0:first-shard", "1@0:first-shard", "1@1:peers-done", "0@2:verify", "0@3:exit")
@@ -363,7 +369,7 @@ def test_torchrun_restarts_resume_whatever_the_order(tmp_path: Path, torchrun: S
     assert (r0["ran"], r1["ran"]) == ([], [])
     assert r0["verified"] is not None and r1["verified"] is None  # rank 0 verifies
     assert (r0["launcher"], r0["local_rank"], r1["local_rank"]) == ("torchrun", 0, 1)
-    assert output.count("stopped by SIGTERM from its launcher") >= 2  # attempts 1 and 2
+    assert output.count("stopped by SIGTERM") >= 2  # rank 0 in attempt 1, rank 1 in 2
     _assert_bit_equal(folder=tmp_path / "shards")
 
 
@@ -388,7 +394,7 @@ def test_failed_torchrun_launches_leave_no_process_and_a_resumable_folder(
     assert proc.returncode != 0
     assert sorted(_writes(logs1)) == [0, 1, 2, 4, 6]
     assert _processes_of(marker) == []
-    assert "rank 0 of 2 stopped by SIGTERM from its launcher (torchrun attempt 1 of 1)" in output
+    assert "rank 0 of 2 stopped by SIGTERM (torchrun attempt 1 of 1)" in output
     assert f"shard(s) in {folder} are kept; no restart is left (--max-restarts)" in output
     assert not (folder / COMPLETE).exists()
     # 2. the launcher itself is killed (SIGKILL) while rank 1 hangs and rank 0 waits for it

@@ -336,7 +336,8 @@ def _shards_present(folder: Path) -> int:
 
 
 def _stopped_message(place: WorkerPlace, folder: Path, environ: Mapping[str, str]) -> str:
-    """What a torchrun rank says when its launcher stops it (SIGTERM)."""
+    """What a torchrun rank says when SIGTERM stops it (from torchrun, or from the watcher
+    of ``_launcher_watch`` once torchrun is gone)."""
     restart = int(environ.get("TORCHELASTIC_RESTART_COUNT", "0") or 0)
     most = int(environ.get("TORCHELASTIC_MAX_RESTARTS", "0") or 0)
     left = max(most - restart, 0)
@@ -347,9 +348,9 @@ def _stopped_message(place: WorkerPlace, folder: Path, environ: Mapping[str, str
         else "no restart is left (--max-restarts): rerun the same command to resume from them"
     )
     return (
-        f"tl-continuous: rank {place.worker} of {place.n_workers} stopped by SIGTERM from its "
-        f"launcher (torchrun attempt {restart + 1} of {most + 1}); the "
-        f"{_shards_present(folder)} finished shard(s) in {folder} are kept; {then}"
+        f"tl-continuous: rank {place.worker} of {place.n_workers} stopped by SIGTERM "
+        f"(torchrun attempt {restart + 1} of {most + 1}); the {_shards_present(folder)} "
+        f"finished shard(s) in {folder} are kept; {then}"
     )
 
 

@@ -249,12 +249,12 @@ class LaunchedCollection:
     restart: int = 0
 
 
-_FIRST_PAUSE, _LONGEST_PAUSE = 0.05, 2.0  # seconds between two looks at the folder
+_FIRST_PAUSE, _LONGEST_PAUSE = 0.05, 0.5  # seconds between two looks at the folder
 _PARENT_CHECK = 0.5  # seconds between two checks that the launcher is alive
 
 
 def _wait_until(ready: Callable[[], bool], timeout: datetime.timedelta) -> bool:
-    """Call ``ready`` with growing pauses (0.05 s up to 2 s) until it returns true or
+    """Call ``ready`` with growing pauses (0.05 s up to 0.5 s) until it returns true or
     ``timeout`` has passed; return its last answer."""
     deadline = time.monotonic() + timeout.total_seconds()
     pause = _FIRST_PAUSE
@@ -286,17 +286,22 @@ def _await_batches(
 ) -> None:
     """Wait until every batch of the collection has its shard in ``folder``.
 
+    Each look checks the first batch not yet seen (shards only ever appear), so it costs one
+    ``stat`` however large the folder and however many ranks wait on a shared file system.
+
     Raises:
         TimeoutError: some are still missing after ``timeout`` (named, with their ranks).
     """
-    missing: list[int] = []
+    first_missing = 0
 
     def ready() -> bool:
-        nonlocal missing
-        missing = _missing_batches(folder, n_batches)
-        return not missing
+        nonlocal first_missing
+        while first_missing < n_batches and _shard_path(folder, first_missing).is_file():
+            first_missing += 1
+        return first_missing == n_batches
 
-    if not _wait_until(ready, timeout):
+    missing = [] if _wait_until(ready, timeout) else _missing_batches(folder, n_batches)
+    if missing:  # (empty too when the last one came just as the time ran out)
         ranks = sorted({batch_owner(b, place.n_workers) for b in missing})
         raise TimeoutError(
             f"rank {place.worker} of {place.n_workers} waited {timeout} (barrier_timeout) for "

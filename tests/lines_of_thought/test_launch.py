@@ -8,17 +8,28 @@ single-process collection of the same token ids.
 
 from __future__ import annotations
 
+import contextlib
+import datetime
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
 
 import tl_continuous
-from tl_continuous.lines_of_thought.collect import COMPLETE, collect_trajectories, load_shards
+from tl_continuous.lines_of_thought.collect import (
+    COMPLETE,
+    batch_owner,
+    collect_trajectories,
+    load_shards,
+)
 from tl_continuous.lines_of_thought.launch import (
     WorkerPlace,
     collect_launched,
@@ -181,44 +192,233 @@ def test_slurm_array_tasks_share_the_folder(tmp_path: Path) -> None:
     _assert_bit_equal(folder)
 
 
-# ------------------------------------------------------------------ torchrun
-def _torchrun(tmp_path: Path, *extra: str) -> tuple[Path, dict[str, dict[str, object]]]:
-    folder, logs = tmp_path / "shards", tmp_path / "logs"
-    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
-    env["PYTHONPATH"] = os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")])
-    env["CUDA_VISIBLE_DEVICES"] = ""  # the CPU, gloo, whatever the machine has
-    command = [
-        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-        *[e for e in extra if e.startswith("--max")],
-        str(WORKER), str(folder), str(logs), *[e for e in extra if not e.startswith("--max")],
-    ]  # fmt: skip
-    run = subprocess.run(command, env=env, capture_output=True, text=True, timeout=240)
-    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
-    records = {p.stem: json.loads(p.read_text()) for p in sorted(logs.glob("*.json"))}
-    return folder, records
-
-
-@pytest.mark.slow
-def test_torchrun_two_ranks_equal_one_process(tmp_path: Path) -> None:
-    folder, records = _torchrun(tmp_path)
-    assert set(records) == {"rank0-restart0", "rank1-restart0"}
-    r0, r1 = records["rank0-restart0"], records["rank1-restart0"]
-    assert (r0["worker"], r1["worker"], r0["n_workers"]) == (0, 1, 2)
-    assert (r0["launcher"], r0["local_rank"], r1["local_rank"]) == ("torchrun", 0, 1)
-    assert r0["ran"] == [0, 2, 4, 6] and r1["ran"] == [1, 3, 5, 7]
-    assert r0["verified"] is not None and r1["verified"] is None  # rank 0 verifies, once
+# ------------------------------------------------------------------ torchrun: the waits
+def test_torchrun_waits_are_bounded_and_name_what_is_missing(tmp_path: Path) -> None:
+    """The waits of two ranks, run in turn in this process with a short ``barrier_timeout``."""
+    model, tokens = torchrun_worker.inputs()
+    folder = tmp_path / "shards"
+    kw = {"batch_size": torchrun_worker.BATCH_SIZE, "progress": False}
+    kw["barrier_timeout"] = datetime.timedelta(seconds=0.2)
+    rank0, rank1 = ({"RANK": str(r), "WORLD_SIZE": "2"} for r in (0, 1))
+    missing = r"4 of 8 batches are still missing \(1, 3, 5, 7; rank\(s\) 1\)"
+    with pytest.raises(TimeoutError, match=rf"rank 0 of 2 waited 0:00:00.200000 .*{missing}"):
+        collect_launched(model, tokens, folder, environ=rank0, **kw)
+    assert not (folder / COMPLETE).exists()
+    with pytest.raises(TimeoutError, match=r"rank 1 of 2 waited .* for rank 0 to verify"):
+        collect_launched(model, tokens, folder, environ=rank1, **kw)  # all there, unverified
+    done0 = collect_launched(model, tokens, folder, environ=rank0, **kw)
+    done1 = collect_launched(model, tokens, folder, environ=rank1, **kw)
+    assert (done0.ran, done1.ran, done1.verified) == ([], [], None)  # resumed: nothing rerun
+    assert done0.verified is not None and done0.present == done1.present == 8
     _assert_bit_equal(folder)
 
 
+def test_barrier_timeout_must_be_positive(tmp_path: Path) -> None:
+    model, tokens = torchrun_worker.inputs()
+    zero = datetime.timedelta(0)
+    with pytest.raises(ValueError, match=r"barrier_timeout must be a positive datetime.timedelta"):
+        collect_launched(model, tokens, tmp_path / "s", environ={}, barrier_timeout=zero)
+    assert not (tmp_path / "s").exists()
+
+
+# ------------------------------------------------------------------ torchrun: launches
+# Each launch runs ``python -m torch.distributed.run --standalone --nproc_per_node=2`` over
+# torchrun_worker.py in a session of its own. torchrun starts every worker in a session of its
+# own too, so killing the launcher's group does not reach them: the cleanup also kills any
+# process whose command line holds the test's tmp_path, and each test asserts there is none
+# left once a launch has ended.
+LAUNCH_TIMEOUT = 240  # seconds for one launch, restarts included
+
+
+def _marker(tmp_path: Path) -> str:
+    """What the command lines of a test's launcher and workers hold (its folders' parent)."""
+    return f"{tmp_path}{os.sep}"
+
+
+def _processes_of(marker: str) -> list[int]:
+    """Live processes (zombies excluded) whose command line holds ``marker``, this one aside."""
+    if not Path("/proc").is_dir():
+        ps = subprocess.run(["ps", "-eo", "pid=,stat=,args="], capture_output=True, text=True)
+        rows = (line.split(None, 2) for line in ps.stdout.splitlines())
+        return [int(r[0]) for r in rows if len(r) == 3 and marker in r[2] and "Z" not in r[1]]
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        with contextlib.suppress(OSError):  # gone meanwhile, or not ours to read
+            if marker.encode() in (entry / "cmdline").read_bytes():  # empty for a zombie
+                found.append(int(entry.name))
+    return found
+
+
+def _kill_launch(proc: subprocess.Popen[str], marker: str) -> str:
+    """End a launch whatever its state; return what it printed."""
+    if proc.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)  # torchrun stops its workers on SIGTERM
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+    for pid in _processes_of(marker):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    return proc.communicate()[0]  # returns once no worker holds the pipe
+
+
+Start = Callable[..., "subprocess.Popen[str]"]
+
+
+@pytest.fixture
+def torchrun(tmp_path: Path) -> Iterator[Start]:
+    """``start(logs, *faults, max_restarts=0)``: a torchrun launch over the worker, writing into
+    ``tmp_path / "shards"``; every launch is ended at teardown, leftovers included."""
+    started: list[subprocess.Popen[str]] = []
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")])
+    env["CUDA_VISIBLE_DEVICES"] = ""  # the CPU, whatever the machine has
+
+    def start(logs: Path, *faults: str, max_restarts: int = 0) -> subprocess.Popen[str]:
+        command = [
+            sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+            f"--max-restarts={max_restarts}", str(WORKER), str(tmp_path / "shards"), str(logs),
+            *[f"--fault={f}" for f in faults],
+        ]  # fmt: skip
+        proc = subprocess.Popen(
+            command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            start_new_session=True,
+        )  # fmt: skip
+        started.append(proc)
+        return proc
+
+    yield start
+    for proc in started:
+        _kill_launch(proc, _marker(tmp_path))
+
+
+def _finish(proc: subprocess.Popen[str], marker: str, timeout: float = LAUNCH_TIMEOUT) -> str:
+    """Wait for a launch; on time out kill it (leftovers included) and fail with its output."""
+    try:
+        return proc.communicate(timeout=timeout)[0]
+    except subprocess.TimeoutExpired:
+        output = _kill_launch(proc, marker)
+        pytest.fail(f"the launch ran past {timeout} s and was killed:\n{output[-6000:]}")
+
+
+def _events(logs: Path) -> list[tuple[int, int, str]]:
+    """``(attempt, rank, what)`` for each line of the worker's events.txt."""
+    path = logs / "events.txt"
+    lines = path.read_text().splitlines() if path.is_file() else []
+    return [(int(a), int(r), what) for a, r, what in (line.split(" ", 2) for line in lines)]
+
+
+def _writes(*logs: Path) -> list[int]:
+    """The batches written, in the order of the launches' logs."""
+    return [int(what.split()[1]) for log in logs for _, _, what in _events(log) if "wrote" in what]
+
+
+def _records(logs: Path) -> dict[str, dict[str, Any]]:
+    return {p.stem: json.loads(p.read_text()) for p in sorted(logs.glob("rank*.json"))}
+
+
+def _assert_written_once_by_owner(*logs: Path) -> None:
+    """Every batch written exactly once, by its own rank: a finished shard is never redone."""
+    assert sorted(_writes(*logs)) == list(range(torchrun_worker.N_BATCHES))
+    for log in logs:
+        for _, rank, what in _events(log):
+            if "wrote" in what:
+                assert batch_owner(int(what.split()[1]), 2) == rank
+
+
 @pytest.mark.slow
-def test_torchrun_killed_rank_restarts_and_resumes(tmp_path: Path) -> None:
-    folder, records = _torchrun(tmp_path, "--max-restarts=1", "--kill-rank", "1")
-    # the first attempt of rank 1 died (no log) after writing batch 1; torchrun restarted both
-    assert "rank1-restart0" not in records
-    r0, r1 = records["rank0-restart1"], records["rank1-restart1"]
-    assert r1["ran"] == [3, 5, 7]  # resumed: batch 1 was not recomputed
-    assert set(r0["ran"]) <= {0, 2, 4, 6}
-    assert r0["verified"] is not None
+def test_torchrun_restarts_resume_whatever_the_order(tmp_path: Path, torchrun: Start) -> None:
+    """One launch, five attempts, one way of dying each (``--max-restarts=4``).
+
+    0. both ranks are killed, each after its first shard;
+    1. rank 1 is killed once rank 0 has finished and waits for it (the order in which the
+       restarted gloo group of the former barrier could not connect, or hung);
+    2. rank 0 is killed while it verifies the folder;
+    3. rank 0 is killed after rank 1 has verified-and-left with exit code 0;
+    4. nothing: both ranks skip every batch, rank 0 verifies again.
+
+    These torchrun tests ran 20 times in a row on the 2-core test machine, then 20 times more
+    while a second pytest process loaded its cores, with this loop (from the repository)::
+
+        for i in $(seq 20); do
+            nice python -m pytest -q -p no:cacheprovider \\
+                tests/lines_of_thought/test_launch.py -k torchrun
+            echo "$i rc=$? left=$(pgrep -fc lines_of_thought/torchrun_[w]orker)"
+        done
+        # the load, in a second shell, for as long as the loop runs:
+        while :; do nice python -m pytest -q -p no:cacheprovider \\
+            tests/lines_of_thought/test_shards.py tests/lines_of_thought/test_streaming.py; done
+    """
+    logs, marker = tmp_path / "logs", _marker(tmp_path)
+    faults = ("0@0:first-shard", "1@0:first-shard", "1@1:peers-done", "0@2:verify", "0@3:exit")
+    proc = torchrun(logs, *faults, max_restarts=4)
+    output = _finish(proc, marker)
+    assert proc.returncode == 0, output[-6000:]
+    assert _processes_of(marker) == []  # torchrun's workers are all gone
+    _assert_written_once_by_owner(logs)
+    assert {attempt for attempt, _, what in _events(logs) if "wrote" in what} <= {0, 1, 2}
+    records = _records(logs)  # attempts 0-2 died before logging, 3 logged before dying
+    assert set(records) == {f"rank{r}-restart{a}" for r in (0, 1) for a in (3, 4)}
+    assert records["rank0-restart3"]["verified"] is not None
+    r0, r1 = records["rank0-restart4"], records["rank1-restart4"]
+    assert (r0["ran"], r1["ran"]) == ([], [])
+    assert r0["verified"] is not None and r1["verified"] is None  # rank 0 verifies
+    assert (r0["launcher"], r0["local_rank"], r1["local_rank"]) == ("torchrun", 0, 1)
+    assert output.count("stopped by SIGTERM") >= 2  # rank 0 in attempt 1, rank 1 in 2
+    _assert_bit_equal(folder=tmp_path / "shards")
+
+
+def _wait_for_events(proc: subprocess.Popen[str], logs: Path, wanted: set[str]) -> None:
+    deadline = time.monotonic() + LAUNCH_TIMEOUT
+    while not wanted <= {f"{r} {what}" for _, r, what in _events(logs)}:
+        assert proc.poll() is None, f"the launch ended first:\n{proc.communicate()[0][-6000:]}"
+        assert time.monotonic() < deadline, f"no {wanted} after {LAUNCH_TIMEOUT} s"
+        time.sleep(0.1)
+
+
+@pytest.mark.slow
+def test_failed_torchrun_launches_leave_no_process_and_a_resumable_folder(
+    tmp_path: Path, torchrun: Start
+) -> None:
+    """Three launches into one folder: restarts exhausted, launcher killed, then resumed."""
+    folder, marker = tmp_path / "shards", _marker(tmp_path)
+    # 1. rank 1 dies once rank 0 waits for it, and no restart is left: rank 0 is stopped
+    logs1 = tmp_path / "logs1"
+    proc = torchrun(logs1, "1@0:peers-done", max_restarts=0)
+    output = _finish(proc, marker)
+    assert proc.returncode != 0
+    assert sorted(_writes(logs1)) == [0, 1, 2, 4, 6]
+    assert _processes_of(marker) == []
+    assert "rank 0 of 2 stopped by SIGTERM (torchrun attempt 1 of 1)" in output
+    assert f"shard(s) in {folder} are kept; no restart is left (--max-restarts)" in output
+    assert not (folder / COMPLETE).exists()
+    # 2. the launcher itself is killed (SIGKILL) while rank 1 hangs and rank 0 waits for it
+    logs2 = tmp_path / "logs2"
+    proc = torchrun(logs2, "1@0:hang", max_restarts=0)
+    _wait_for_events(proc, logs2, {"0 waiting", "1 wrote 3"})
+    os.kill(proc.pid, signal.SIGKILL)
+    output = _finish(proc, marker, timeout=30)  # the workers hold its output pipe till they end
+    assert _processes_of(marker) == []
+    assert output.count(f"its launcher (pid {proc.pid}) is gone; stopping") == 2
+    assert _writes(logs2) == [3]
+    assert not (folder / COMPLETE).exists()
+    # 3. the same command again resumes: only the missing batches are computed
+    logs3 = tmp_path / "logs3"
+    proc = torchrun(logs3)
+    output = _finish(proc, marker)
+    assert proc.returncode == 0, output[-6000:]
+    assert _processes_of(marker) == []
+    assert _writes(logs3) == [5, 7]
+    _assert_written_once_by_owner(logs1, logs2, logs3)
+    r0, r1 = _records(logs3)["rank0-restart0"], _records(logs3)["rank1-restart0"]
+    assert (r0["ran"], r1["ran"]) == ([], [5, 7])
+    assert (r0["worker"], r1["worker"], r0["n_workers"]) == (0, 1, 2)
+    assert r0["verified"] is not None and r1["verified"] is None  # rank 0 verifies, once
     _assert_bit_equal(folder)
 
 
@@ -251,3 +451,23 @@ def test_collect_command_takes_its_place_from_a_slurm_array(
     assert (out / COMPLETE).is_file()
     assert main(argv) == 2  # task 7 of 2: named, nothing written
     assert "SLURM_ARRAY_TASK_ID=7 is not one of the 2 tasks" in capsys.readouterr().err
+
+
+def test_collect_command_passes_its_barrier_timeout(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from tl_continuous.cli import build_parser, main
+    from tl_continuous.lines_of_thought import launch
+    from tl_continuous.reports.settings import collect_worker_shards
+
+    for bad in ("0", "-5", "inf", "soon"):
+        with pytest.raises(SystemExit) as stop:
+            main(["collect", "--barrier-timeout", bad])
+        assert stop.value.code == 2
+        expected = f"argument --barrier-timeout: must be a positive number of seconds (got '{bad}')"
+        assert expected in capsys.readouterr().err
+    seen: dict[str, Any] = {}
+    monkeypatch.setattr(launch, "collect_launched", lambda *a, **kw: seen.update(kw))
+    for argv, seconds in ((["collect"], 24 * 3600), (["collect", "--barrier-timeout", "90"], 90)):
+        collect_worker_shards(None, None, "shards", build_parser().parse_args(argv))
+        assert seen["barrier_timeout"] == datetime.timedelta(seconds=seconds)

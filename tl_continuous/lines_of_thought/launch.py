@@ -10,11 +10,21 @@ Nothing here starts processes: a launcher does, and each process calls
 2. collects that worker's batches into the shared shard folder
    (:func:`~tl_continuous.lines_of_thought.collect.collect_shards`: finished, intact shards
    are skipped, so a worker restarted by ``torchrun --max-restarts`` resumes);
-3. under torchrun, waits at a process-group barrier (gloo) for every rank; then rank 0
+3. under torchrun, waits until every batch of the collection is in the folder; then rank 0
    verifies the folder as one collection, one shard at a time
    (:func:`~tl_continuous.lines_of_thought.collect.verify_shards`), and writes
-   ``complete.json``. Outside torchrun the worker that finds every batch present verifies
-   and marks it.
+   ``complete.json``, which the other ranks wait for before they leave. Outside torchrun the
+   worker that finds every batch present verifies and marks it.
+
+The wait is on the shard folder itself, which every rank shares anyway (rank 0 reads all of
+it), and not on a ``torch.distributed`` process group: torchrun keeps one rendezvous store
+(``MASTER_ADDR:MASTER_PORT``) across ``--max-restarts`` restarts, so a gloo group joined by a
+restarted rank could read the listening address a killed rank had left there and connect to a
+dead port (``Connection refused``), or two ranks could both wait to be connected to (a hang for
+the whole process-group timeout). A folder holds no such state: the shards present are the
+truth whatever the order in which ranks die, restart and finish. Each wait is bounded by
+``barrier_timeout``; a rank of a torchrun job also stops, with a message, when its launcher
+sends SIGTERM or dies, so a failed launch leaves no process behind.
 
 Under torchrun each rank should run its model on :func:`worker_device` (``cuda:LOCAL_RANK``
 when CUDA is available, the CPU otherwise).
@@ -33,7 +43,12 @@ from __future__ import annotations
 import datetime
 import json
 import os
-from collections.abc import Mapping
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -45,7 +60,9 @@ from tl_continuous._io import write_text
 from tl_continuous.lines_of_thought.collect import (
     COMPLETE,
     MANIFEST,
+    _ranges,
     _shard_path,
+    batch_owner,
     collect_shards,
     verify_shards,
 )
@@ -232,17 +249,182 @@ class LaunchedCollection:
     restart: int = 0
 
 
-def _barrier(timeout: datetime.timedelta) -> bool:
-    """Join torchrun's process group (gloo) if needed and wait for every rank; return whether
-    this call created the group (the caller then destroys it)."""
-    import torch.distributed as dist
+_FIRST_PAUSE, _LONGEST_PAUSE = 0.05, 0.5  # seconds between two looks at the folder
+_PARENT_CHECK = 0.5  # seconds between two checks that the launcher is alive
 
-    created = False
-    if not dist.is_initialized():
-        dist.init_process_group(backend="gloo", timeout=timeout)
-        created = True
-    dist.barrier()
-    return created
+
+def _wait_until(ready: Callable[[], bool], timeout: datetime.timedelta) -> bool:
+    """Call ``ready`` with growing pauses (0.05 s up to 0.5 s) until it returns true or
+    ``timeout`` has passed; return its last answer."""
+    deadline = time.monotonic() + timeout.total_seconds()
+    pause = _FIRST_PAUSE
+    while not ready():
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return False
+        time.sleep(min(pause, left))
+        pause = min(pause * 1.5, _LONGEST_PAUSE)
+    return True
+
+
+def _missing_batches(folder: Path, n_batches: int) -> list[int]:
+    """The batches without a shard file in ``folder`` (one directory listing)."""
+    names = set(os.listdir(folder))
+    return [b for b in range(n_batches) if _shard_path(folder, b).name not in names]
+
+
+def _resume_hint(folder: Path) -> str:
+    return (
+        f"the finished shards in {folder} are kept: rerun the same command to resume "
+        "(raise --barrier-timeout / barrier_timeout if a rank is only slow; ranks on several "
+        "nodes need the folder on a file system they all see)"
+    )
+
+
+def _await_batches(
+    folder: Path, n_batches: int, place: WorkerPlace, timeout: datetime.timedelta
+) -> None:
+    """Wait until every batch of the collection has its shard in ``folder``.
+
+    Each look checks the first batch not yet seen (shards only ever appear), so it costs one
+    ``stat`` however large the folder and however many ranks wait on a shared file system.
+
+    Raises:
+        TimeoutError: some are still missing after ``timeout`` (named, with their ranks).
+    """
+    first_missing = 0
+
+    def ready() -> bool:
+        nonlocal first_missing
+        while first_missing < n_batches and _shard_path(folder, first_missing).is_file():
+            first_missing += 1
+        return first_missing == n_batches
+
+    missing = [] if _wait_until(ready, timeout) else _missing_batches(folder, n_batches)
+    if missing:  # (empty too when the last one came just as the time ran out)
+        ranks = sorted({batch_owner(b, place.n_workers) for b in missing})
+        raise TimeoutError(
+            f"rank {place.worker} of {place.n_workers} waited {timeout} (barrier_timeout) for "
+            f"the other ranks: {len(missing)} of {n_batches} batches are still missing "
+            f"({_ranges(missing)}; rank(s) {_ranges(ranks)}); {_resume_hint(folder)}"
+        )
+
+
+def _completion(folder: Path, tokens_sha256: str) -> dict[str, Any] | None:
+    """The record of ``complete.json`` if it marks this collection (same token hash), else
+    None."""
+    try:
+        record = json.loads((folder / COMPLETE).read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+    return record if record.get("tokens_sha256") == tokens_sha256 else None
+
+
+def _await_completion(
+    folder: Path, tokens_sha256: str, place: WorkerPlace, timeout: datetime.timedelta
+) -> None:
+    """Wait until rank 0 has verified the folder and written ``complete.json``.
+
+    Raises:
+        TimeoutError: no ``complete.json`` of this collection after ``timeout``.
+    """
+    if not _wait_until(lambda: _completion(folder, tokens_sha256) is not None, timeout):
+        raise TimeoutError(
+            f"rank {place.worker} of {place.n_workers} waited {timeout} (barrier_timeout) for "
+            f"rank 0 to verify {folder} and write {COMPLETE}; every batch is there: rerun the "
+            "same command to verify it"
+        )
+
+
+def _shards_present(folder: Path) -> int:
+    return len(list(folder.glob("batch-*.safetensors"))) if folder.is_dir() else 0
+
+
+def _stopped_message(place: WorkerPlace, folder: Path, environ: Mapping[str, str]) -> str:
+    """What a torchrun rank says when SIGTERM stops it (from torchrun, or from the watcher
+    of ``_launcher_watch`` once torchrun is gone)."""
+    restart = int(environ.get("TORCHELASTIC_RESTART_COUNT", "0") or 0)
+    most = int(environ.get("TORCHELASTIC_MAX_RESTARTS", "0") or 0)
+    left = max(most - restart, 0)
+    then = (
+        f"if another rank failed, torchrun restarts every rank ({left} restart(s) left) and "
+        "each resumes from them; otherwise rerun the same command to resume"
+        if left
+        else "no restart is left (--max-restarts): rerun the same command to resume from them"
+    )
+    return (
+        f"tl-continuous: rank {place.worker} of {place.n_workers} stopped by SIGTERM "
+        f"(torchrun attempt {restart + 1} of {most + 1}); the {_shards_present(folder)} "
+        f"finished shard(s) in {folder} are kept; {then}"
+    )
+
+
+def _watch_parent(parent: int, stop: threading.Event, who: str) -> None:
+    """Send this process SIGTERM once its parent (the torchrun agent) is gone."""
+    while not stop.wait(_PARENT_CHECK):
+        if os.getppid() != parent:
+            print(
+                f"tl-continuous: {who}: its launcher (pid {parent}) is gone; stopping",
+                file=sys.stderr,
+                flush=True,
+            )
+            os.kill(os.getpid(), signal.SIGTERM)
+            return
+
+
+class _Stopped(BaseException):
+    """Raised by the SIGTERM handler of ``_launcher_watch`` to unwind the rank's work."""
+
+
+def _die_by_sigterm() -> None:
+    """End this process the way SIGTERM's default action does (status -15 for the launcher)."""
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    os.kill(os.getpid(), signal.SIGTERM)
+    os._exit(128 + signal.SIGTERM)  # not reached: the signal ends the process first
+
+
+@contextmanager
+def _launcher_watch(place: WorkerPlace, folder: Path, environ: Mapping[str, str]) -> Iterator[None]:
+    """Under torchrun, tie this rank's life to its launcher's while the block runs.
+
+    SIGTERM (torchrun stopping or restarting its ranks) prints a message naming the kept
+    shards and what comes next, unwinds the block (a shard being written is removed, not left
+    as a temporary file) and ends the process as SIGTERM would, without the seconds an
+    interpreter takes to shut down. The handler is installed only in the main thread and
+    only over the default one. If the torchrun agent dies (killed with SIGKILL, say), a
+    watcher thread sends this process SIGTERM: an orphaned rank would otherwise wait for
+    ``barrier_timeout`` (24 h by default) for ranks that are gone.
+    """
+    if place.launcher != "torchrun" or "TORCHELASTIC_RUN_ID" not in environ:
+        yield
+        return
+
+    def stop_rank(signum: int, frame: object) -> None:
+        print(_stopped_message(place, folder, environ), file=sys.stderr, flush=True)
+        raise _Stopped
+
+    ours = (
+        threading.current_thread() is threading.main_thread()
+        and signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+    )
+    if ours:
+        signal.signal(signal.SIGTERM, stop_rank)
+    stop = threading.Event()
+    who = f"rank {place.worker} of {place.n_workers}"
+    watcher = threading.Thread(
+        target=_watch_parent, args=(os.getppid(), stop, who), name="launcher-watch", daemon=True
+    )
+    watcher.start()
+    try:
+        yield
+    except _Stopped:
+        sys.stdout.flush()
+        _die_by_sigterm()
+    finally:
+        if ours:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        stop.set()
+        watcher.join()
 
 
 def _mark_complete(folder: Path, place: WorkerPlace) -> dict[str, Any]:
@@ -273,7 +455,8 @@ def collect_launched(
         worker: this worker's index (default: from the environment, :func:`worker_from_env`).
         n_workers: the worker count (default: from the environment).
         environ: the environment to read (default ``os.environ``).
-        barrier_timeout: how long rank 0 waits for the slowest rank under torchrun.
+        barrier_timeout: under torchrun, how long a rank waits for the other ranks' batches,
+            and then (ranks other than 0) for rank 0's verification; each wait at most this.
         **options: passed to :func:`~tl_continuous.lines_of_thought.collect.collect_shards`
             (``batch_size``, ``hook``, ``layers``, ``progress``, ...).
 
@@ -281,7 +464,10 @@ def collect_launched(
         What this worker ran, and the verification summary if it verified the folder.
 
     Raises:
-        ValueError: a bad worker index or count (named), or as ``collect_shards``.
+        ValueError: a bad worker index or count (named), a ``barrier_timeout`` that is not a
+            positive ``timedelta``, or as ``collect_shards``.
+        TimeoutError: under torchrun, a wait outlasted ``barrier_timeout`` (the message names
+            the missing batches and their ranks; the finished shards stay, a rerun resumes).
 
     >>> import tempfile, torch
     >>> from tl_continuous.tiny import tiny_model
@@ -293,30 +479,33 @@ def collect_launched(
     """
     env = os.environ if environ is None else environ
     place = worker_from_env(worker, n_workers, environ=env)
+    if not isinstance(barrier_timeout, datetime.timedelta) or barrier_timeout.total_seconds() <= 0:
+        raise ValueError(
+            f"barrier_timeout must be a positive datetime.timedelta (got {barrier_timeout!r})"
+        )
     folder = Path(shard_dir).expanduser()
-    ran = collect_shards(
-        model,
-        tokens_or_corpus,
-        folder,
-        worker=place.worker,
-        n_workers=place.n_workers,
-        **options,
-    )
-    n_batches = int(json.loads((folder / MANIFEST).read_text())["n_batches"])
-    verified = None
-    if place.launcher == "torchrun" and place.n_workers > 1:
-        created = _barrier(barrier_timeout)
-        if place.worker == 0:
-            verified = _mark_complete(folder, place)
-        import torch.distributed as dist
-
-        dist.barrier()  # no rank leaves before rank 0 has verified
-        if created:
-            dist.destroy_process_group()
-        present = n_batches
-    else:
-        present = sum(_shard_path(folder, b).is_file() for b in range(n_batches))
-        if present == n_batches:  # the last worker to finish checks and marks the folder
-            verified = _mark_complete(folder, place)
+    with _launcher_watch(place, folder, env):
+        ran = collect_shards(
+            model,
+            tokens_or_corpus,
+            folder,
+            worker=place.worker,
+            n_workers=place.n_workers,
+            **options,
+        )
+        manifest = json.loads((folder / MANIFEST).read_text())
+        n_batches = int(manifest["n_batches"])
+        verified = None
+        if place.launcher == "torchrun" and place.n_workers > 1:
+            _await_batches(folder, n_batches, place, barrier_timeout)
+            if place.worker == 0:
+                verified = _mark_complete(folder, place)
+            else:  # no rank leaves before rank 0 has verified
+                _await_completion(folder, manifest["tokens_sha256"], place, barrier_timeout)
+            present = n_batches
+        else:
+            present = n_batches - len(_missing_batches(folder, n_batches))
+            if present == n_batches:  # the last worker to finish checks and marks the folder
+                verified = _mark_complete(folder, place)
     restart = int(env.get("TORCHELASTIC_RESTART_COUNT", "0") or 0)
     return LaunchedCollection(place, folder, ran, verified, present, n_batches, restart)

@@ -19,12 +19,15 @@ Without ``--worker``/``--n-workers`` the worker's place comes from its launcher
 (:func:`~tl_continuous.lines_of_thought.launch.worker_from_env`): torchrun's
 ``RANK``/``WORLD_SIZE`` (each rank on ``cuda:LOCAL_RANK`` when CUDA is available; rank 0
 verifies the folder once every rank is done and writes ``complete.json``), or a SLURM job
-array's task id and count (the last task to finish verifies). See ``docs/scale.md``.
+array's task id and count (the last task to finish verifies). Under torchrun each rank waits
+at most ``--barrier-timeout`` seconds for the others, then for rank 0's verification. See
+``docs/scale.md``.
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime
 import sys
 from pathlib import Path
 
@@ -92,8 +95,28 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         default=None,
         help="shard folder (default: the reports' folder in the cache)",
     )
+    p.add_argument(
+        "--barrier-timeout",
+        type=_positive_seconds,
+        default=24 * 3600.0,
+        metavar="SECONDS",
+        help="under torchrun, how long a rank waits for the other ranks' batches, then for "
+        "rank 0's verification (default: %(default)g = 24 h)",
+    )
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+
+
+def _positive_seconds(text: str) -> float:
+    """``--barrier-timeout``'s value: a positive number of seconds."""
+    try:
+        seconds = float(text)
+        valid = seconds > 0 and datetime.timedelta(seconds=seconds) > datetime.timedelta(0)
+    except (ValueError, OverflowError):  # not a number, inf or nan, or beyond a timedelta
+        valid = False
+    if not valid:
+        raise argparse.ArgumentTypeError(f"must be a positive number of seconds (got {text!r})")
+    return seconds
 
 
 def default_folder(args: argparse.Namespace) -> Path:

@@ -23,6 +23,7 @@
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
 import os
 from collections.abc import Callable, Sequence
@@ -154,9 +155,10 @@ def collect_worker_shards(
 
     :func:`~tl_continuous.lines_of_thought.launch.collect_launched`: ``--worker`` and
     ``--n-workers`` come from ``args`` where given, else from the launcher's environment
-    (torchrun's ``RANK``/``WORLD_SIZE``, a SLURM array's task id and count); ``--batch-size``
-    and ``--no-progress`` from ``args`` too; ``kwargs`` (such as ``hook``) are passed on.
-    Under torchrun rank 0 verifies the folder once every rank is done.
+    (torchrun's ``RANK``/``WORLD_SIZE``, a SLURM array's task id and count); ``--batch-size``,
+    ``--no-progress`` and ``--barrier-timeout`` (seconds, where the program has it) from
+    ``args`` too; ``kwargs`` (such as ``hook``) are passed on. Under torchrun rank 0 verifies
+    the folder once every rank is done.
 
     Returns:
         The :class:`~tl_continuous.lines_of_thought.launch.LaunchedCollection` (``.ran``:
@@ -164,6 +166,9 @@ def collect_worker_shards(
     """
     from tl_continuous.lines_of_thought.launch import collect_launched
 
+    seconds = getattr(args, "barrier_timeout", None)
+    if seconds is not None:
+        kwargs["barrier_timeout"] = datetime.timedelta(seconds=seconds)
     return collect_launched(
         model,
         corpus,

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from features.sae_testing import needs_sae_lens
-from tl_continuous.features.counting import CountFeatures
+from tl_continuous.features.counting import CountFeatures, count_residuals
 from tl_continuous.features.quality import SAEQuality
 from tl_continuous.features.sae import CHECKPOINT_DIR, load_sae, random_sae_like
 from tl_continuous.features.train import read_record
@@ -57,9 +57,9 @@ def test_count_readout_is_the_encoder_on_the_cached_residuals(smollm2, bundled) 
     # c = 1 is the plain prompt with four repetitions
     assert torch.allclose(got.last[1], got.count_last[1], atol=1e-4)
     assert got.nearest_count()[1] == 4 and got.residual_nearest[1] == 4
-    control = CountFeatures.collect(
-        smollm2, random_sae_like(bundled), label="random", values=[0.3, 1.0], counts=(1, 4)
-    )
+    residuals = count_residuals(smollm2, HOOK, values=[0.3, 1.0], counts=(1, 4))
+    assert torch.equal(CountFeatures.from_residuals(residuals, bundled, label="t").last, got.last)
+    control = CountFeatures.from_residuals(residuals, random_sae_like(bundled), label="random")
     assert not torch.allclose(control.last, got.last)
     overlap = ((control.last != 0) & (got.last != 0)).sum(dim=1)
     assert int(overlap.max()) < 32

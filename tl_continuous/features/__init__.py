@@ -11,8 +11,8 @@ Modules, in the order data flows:
   next-token loss (:class:`SAEQuality`);
 * :mod:`~tl_continuous.features.counting`: the counting prompt's features as the repetitions
   shrink to duration ``c`` and over plain counts (:class:`CountFeatures`);
-* :mod:`~tl_continuous.features.lines`: lines of thought in features (:class:`
-  LinesOfThoughtFeatures`).
+* :mod:`~tl_continuous.features.lines`: lines of thought in features
+  (:class:`LinesOfThoughtFeatures`).
 
 SAELens (``pip install -e '.[sae]'``; it supports TransformerLens 3.x only) is imported when
 a function needs it, never at import time.

@@ -1,8 +1,9 @@
 """Paper A in features: the SAE features of the counting prompt as the repetitions shrink.
 
-The prompt is the counting experiment's (:data:`~tl_continuous.experiments.prompts.
-COUNTING_TEMPLATE`): a word repeated ``n`` times, every token of the repetitions at duration
-``c`` (the span of :func:`~tl_continuous.experiments.prompts.counting_prompt`, located by
+The prompt is the counting experiment's
+(:data:`~tl_continuous.experiments.prompts.COUNTING_TEMPLATE`): a word repeated ``n`` times,
+every token of the repetitions at duration ``c`` (the span of
+:func:`~tl_continuous.experiments.prompts.counting_prompt`, located by
 :func:`~tl_continuous.experiments.prompts.token_span`; durations by
 :meth:`Durations.from_spans <tl_continuous.continuous.durations.Durations.from_spans>`). For
 each ``c`` the residual stream at the SAE's hook is read at the last token (where the model

@@ -311,9 +311,12 @@ def save_checkpoint(sae: Any, folder: str | os.PathLike[str], record: dict[str, 
     """
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
+    umask = os.umask(0)
+    os.umask(umask)
     with tempfile.TemporaryDirectory(dir=folder, prefix=".saving-") as tmp:
         sae.save_model(tmp)
         for name in ("cfg.json", "sae_weights.safetensors"):
+            os.chmod(Path(tmp) / name, 0o666 & ~umask)
             os.replace(Path(tmp) / name, folder / name)
         shutil.rmtree(tmp, ignore_errors=True)
     save_json(folder / RECORD, _RECORD_FORMAT, _RECORD_VERSION, record)

@@ -8,12 +8,12 @@ random control; and the report page's section of the same readings.
     tl-continuous report features --render-only     # markdown from the JSON
 
 The readings (:func:`compute_readings`): the SAE's quality as recorded when it was trained
-(``training.json`` beside the bundled weights, :func:`~tl_continuous.features.train.
-read_record`), the counting prompt's features along the duration sweep
-(:class:`~tl_continuous.features.counting.CountFeatures`) and the ensemble's pilots in
-features (:class:`~tl_continuous.features.lines.LinesOfThoughtFeatures`), each for the trained
-SAE and for the same architecture at its random initialisation. The results table goes to
-``docs/results_features.md`` and its numbers to the JSON beside it. Needs SAELens.
+(``training.json`` beside the bundled weights,
+:func:`~tl_continuous.features.train.read_record`), the counting prompt's features along the
+duration sweep (:class:`~tl_continuous.features.counting.CountFeatures`) and the ensemble's
+pilots in features (:class:`~tl_continuous.features.lines.LinesOfThoughtFeatures`), each for
+the trained SAE and for the same architecture at its random initialisation. The results table
+goes to ``docs/results_features.md`` and its numbers to the JSON beside it. Needs SAELens.
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     from tl_continuous.features.quality import SAEQuality
 
 __all__ = [
+    "ANALYSIS",
     "SECTION_TITLE",
     "FeatureReadings",
     "add_arguments",
@@ -42,6 +43,9 @@ __all__ = [
     "run",
     "section",
 ]
+
+ANALYSIS = "guide_features.md"
+"""The hand-written companion of the generated file, in the same folder."""
 
 SECTION_TITLE = "SAE features (SAELens): both papers read in features"
 CONTROL_LABEL = "random init (seed 0)"
@@ -343,8 +347,7 @@ def render_markdown(results: dict[str, Any], command: str) -> str:
         f"Timing: {r['timing']['ensemble_s']:.0f} s for the ensemble, "
         f"{r['timing']['features_s']:.0f} s for the feature readings.",
         "",
-        "What these numbers mean, and what they do not: [the SAE features guide]"
-        "(guide_features.md).",
+        f"What these numbers mean, and what they do not: [the SAE features guide]({ANALYSIS}).",
         "",
     ]
     return "\n".join(lines)

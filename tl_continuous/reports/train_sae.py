@@ -52,6 +52,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Collect, train, measure, write the checkpoint."""
+    import os
     import platform
     import time
 
@@ -81,6 +82,7 @@ def run(args: argparse.Namespace) -> int:
     }
     config = SAETrainConfig(**{k: v for k, v in given.items() if v is not None})
     started = time.perf_counter()
+    load_at_start = [round(x, 2) for x in os.getloadavg()]
     model = load_model("smollm2-135m", backend="hooked")
     corpus = pseudo_sentences(model, n_tokens=config.n_tokens, limit=args.limit, seed=0)
     data = training_activations(model, config, corpus, progress=not args.no_progress)
@@ -109,8 +111,11 @@ def run(args: argparse.Namespace) -> int:
             + ("" if lr is None else f", loss recovered {lr:.4f} (CE {q.ce_sae:.3f} vs clean "
                f"{q.ce_clean:.3f}, zero {q.ce_zero:.3f})")
         )  # fmt: skip
+    options = [f"--{k.replace('_', '-')} {v}" for k, v in given.items() if v is not None]
+    options += [f"--limit {args.limit}"] if args.limit is not None else []
+    options += [f"--loss-chunks {args.loss_chunks}"] if args.loss_chunks != 32 else []
     record = {
-        "command": "tl-continuous train-sae" + ("" if args.out is None else f" --out {args.out}"),
+        "command": " ".join(["tl-continuous train-sae", *options]),  # --out: where, not what
         "config": config_dict(config),
         "data": data.metadata | {"n_train": int(data.train.shape[0]),
                                  "n_held_out": int(data.held_out.shape[0]),
@@ -120,6 +125,7 @@ def run(args: argparse.Namespace) -> int:
         "measure_seconds": round(measure_seconds, 1),
         "total_seconds": round(time.perf_counter() - started, 1),
         "threads": torch.get_num_threads(),
+        "load_average": {"start": load_at_start, "end": [round(x, 2) for x in os.getloadavg()]},
         "torch": torch.__version__,
         "sae_lens": __import__("sae_lens").__version__,
         "machine": platform.machine(),

@@ -43,25 +43,41 @@ def test_count_readout_is_the_encoder_on_the_cached_residuals(smollm2, bundled) 
     from tl_continuous.continuous.durations import Durations
     from tl_continuous.continuous.signal import continuous
 
-    got = CountFeatures.collect(smollm2, bundled, values=[0.3, 1.0], counts=(1, 4))
+    values = torch.tensor([0.3, *torch.linspace(0.4, 0.9, 16).tolist(), 1.0])  # two batches
+    got = CountFeatures.collect(smollm2, bundled, values=values, counts=(1, 4), batch_size=12)
     tokens = smollm2.to_tokens(got.metadata["prompt"])
     first, last = got.token_span
-    for i, c in enumerate(got.values.tolist()):
-        d = Durations.from_spans(tokens.shape[1], [(first, last)], value=c)
-        with continuous(smollm2, d), torch.no_grad():
-            _, cache = smollm2.run_with_cache(tokens, names_filter=HOOK)
-            want = bundled.encode(cache[HOOK][0, -1])
-            span = bundled.encode(cache[HOOK][0, first : last + 1]).mean(dim=0)
-        assert torch.allclose(got.last[i], want, atol=1e-6, rtol=0)
-        assert torch.allclose(got.span_mean[i], span, atol=1e-6, rtol=0)
+    durations = Durations.from_spans(tokens.shape[1], [(first, last)], value=values).values
+    cached = []
+    for rows in (slice(0, 12), slice(12, 18)):  # the same batches as the readout's
+        d = durations[rows]
+        with continuous(smollm2, Durations(d)), torch.no_grad():
+            _, cache = smollm2.run_with_cache(tokens.expand(len(d), -1), names_filter=HOOK)
+        cached.append(cache[HOOK])
+    resid = torch.cat(cached)  # [18, pos, d_model]
+    span_rows = resid[:, first : last + 1].reshape(-1, resid.shape[-1])
+    with torch.no_grad():  # the encoder on all rows at once, as the readout applies it
+        want = bundled.encode(resid[:, -1])
+        span = bundled.encode(span_rows).reshape(len(values), last + 1 - first, -1).mean(dim=1)
+    assert torch.allclose(got.last, want, atol=1e-6, rtol=0)
+    assert torch.allclose(got.span_mean, span, atol=1e-6, rtol=0)
+    # one prompt at a time: the same features up to the float error of another batch size
+    # (the encoder's matmul alone moves them by ~5e-7 of their size between batch sizes)
+    with continuous(smollm2, Durations(durations[13])), torch.no_grad():
+        _, cache = smollm2.run_with_cache(tokens, names_filter=HOOK)
+        one = bundled.encode(cache[HOOK][0, -1])
+    assert torch.allclose(got.last[13], one, atol=1e-3 * float(one.abs().max()))
     # c = 1 is the plain prompt with four repetitions
-    assert torch.allclose(got.last[1], got.count_last[1], atol=1e-4)
-    assert got.nearest_count()[1] == 4 and got.residual_nearest[1] == 4
+    assert torch.allclose(got.last[-1], got.count_last[1], atol=1e-4)
+    assert got.nearest_count()[-1] == 4 and got.residual_nearest[-1] == 4
     residuals = count_residuals(smollm2, HOOK, values=[0.3, 1.0], counts=(1, 4))
-    assert torch.equal(CountFeatures.from_residuals(residuals, bundled, label="t").last, got.last)
+    assert torch.allclose(
+        CountFeatures.from_residuals(residuals, bundled, label="t").last, got.last[[0, -1]]
+    )
     control = CountFeatures.from_residuals(residuals, random_sae_like(bundled), label="random")
-    assert not torch.allclose(control.last, got.last)
-    overlap = ((control.last != 0) & (got.last != 0)).sum(dim=1)
+    trained = got.last[[0, -1]]
+    assert not torch.allclose(control.last, trained)
+    overlap = ((control.last != 0) & (trained != 0)).sum(dim=1)
     assert int(overlap.max()) < 32
 
 

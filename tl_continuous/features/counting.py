@@ -138,7 +138,8 @@ def count_residuals(
     for i in range(0, grid.numel(), batch_size):
         rows = durations[i : i + batch_size]
         with continuous(model, Durations(rows)):
-            acts = residuals_at(model, tokens.expand(rows.shape[0], -1), hook_name)
+            batch = tokens.expand(rows.shape[0], -1)
+            acts = residuals_at(model, batch, hook_name, batch_size=int(rows.shape[0]))
         lasts.append(acts[:, -1])
         spans.append(acts[:, first : last + 1])
     plain = []

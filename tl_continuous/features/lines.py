@@ -13,10 +13,9 @@ in three ways, each stated for what it is:
 * **the bases' top directions in features**: the cosine of each of the top-``k`` singular
   directions ``u_i(t)`` of every layer (the plain ensemble's
   :class:`~tl_continuous.lines_of_thought.bases.TrajectoryBases`, realigned) with every
-  decoder direction (unit rows of ``W_dec``) (:attr:`~LinesOfThoughtFeatures.alignment`); a
-  random dictionary of the same size gives the chance level, about
-  ``sqrt(2 ln(2 d_sae) / d_model)`` for the largest ``|cos|`` (0.17 for 2048 features in 576
-  dimensions);
+  decoder direction (unit rows of ``W_dec``) (:attr:`~LinesOfThoughtFeatures.alignment`); the
+  random control, whose decoder rows are random directions, gives the chance level of the
+  largest ``|cos|`` (0.14 for 2048 directions in 576 dimensions);
 * **truncation in features**: the pilots at ``t*`` truncated to their layer's top-``K``
   directions (``U_K U_K^T x``, as for the KL under truncation) and encoded; the share of
   each pilot's active features that stay active (:attr:`~LinesOfThoughtFeatures.kept`),

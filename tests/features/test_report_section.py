@@ -48,6 +48,7 @@ def readings(tiny_rotary, sae) -> FeatureReadings:
         for (label, ev, dead) in (("trained", 0.8, 3), ("random init (seed 0)", -1.5, 40))
     ]  # fmt: skip
     return FeatureReadings(
+        sae={"architecture": "topk", "d_sae": 128, "k": 8, "hook_name": TINY_HOOK},
         qualities=quality,
         counts=[CountFeatures.from_residuals(residuals, s, label=k) for k, s in saes.items()],
         lines=[
@@ -95,7 +96,8 @@ def test_the_section_renders_in_headless_chromium(readings, tmp_path) -> None:
         return body
 
     title, body, note = section(readings, fig_html)
-    assert title == SECTION_TITLE and "random initialisation" in note
+    assert title == SECTION_TITLE and note.startswith("A topk SAE (SAELens) on blocks.1.")
+    assert "random initialisation" in note
     page = tmp_path / "report.html"
     page.write_text(render_report([(title, body, note)], "features"), encoding="utf-8")
     source = page.read_text(encoding="utf-8")

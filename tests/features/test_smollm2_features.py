@@ -43,18 +43,20 @@ def test_count_readout_is_the_encoder_on_the_cached_residuals(smollm2, bundled) 
     from tl_continuous.continuous.durations import Durations
     from tl_continuous.continuous.signal import continuous
 
-    values = torch.tensor([0.3, *torch.linspace(0.4, 0.9, 16).tolist(), 1.0])  # two batches
-    got = CountFeatures.collect(smollm2, bundled, values=values, counts=(1, 4), batch_size=12)
+    values = torch.tensor([0.3, 0.45, 0.6, 0.75, 0.9, 1.0])  # two batches
+    got = CountFeatures.collect(smollm2, bundled, values=values, counts=(1, 4), batch_size=4)
     tokens = smollm2.to_tokens(got.metadata["prompt"])
     first, last = got.token_span
     durations = Durations.from_spans(tokens.shape[1], [(first, last)], value=values).values
     cached = []
-    for rows in (slice(0, 12), slice(12, 18)):  # the same batches as the readout's
+    for rows in (slice(0, 4), slice(4, 6)):  # the same batches as the readout's
         d = durations[rows]
         with continuous(smollm2, Durations(d)), torch.no_grad():
-            _, cache = smollm2.run_with_cache(tokens.expand(len(d), -1), names_filter=HOOK)
+            _, cache = smollm2.run_with_cache(
+                tokens.expand(len(d), -1), names_filter=HOOK, stop_at_layer=16
+            )
         cached.append(cache[HOOK])
-    resid = torch.cat(cached)  # [18, pos, d_model]
+    resid = torch.cat(cached)  # [6, pos, d_model]
     span_rows = resid[:, first : last + 1].reshape(-1, resid.shape[-1])
     with torch.no_grad():  # the encoder on all rows at once, as the readout applies it
         want = bundled.encode(resid[:, -1])
@@ -63,10 +65,10 @@ def test_count_readout_is_the_encoder_on_the_cached_residuals(smollm2, bundled) 
     assert torch.allclose(got.span_mean, span, atol=1e-6, rtol=0)
     # one prompt at a time: the same features up to the float error of another batch size
     # (the encoder's matmul alone moves them by ~5e-7 of their size between batch sizes)
-    with continuous(smollm2, Durations(durations[13])), torch.no_grad():
-        _, cache = smollm2.run_with_cache(tokens, names_filter=HOOK)
+    with continuous(smollm2, Durations(durations[4])), torch.no_grad():
+        _, cache = smollm2.run_with_cache(tokens, names_filter=HOOK, stop_at_layer=16)
         one = bundled.encode(cache[HOOK][0, -1])
-    assert torch.allclose(got.last[13], one, atol=1e-3 * float(one.abs().max()))
+    assert torch.allclose(got.last[4], one, atol=1e-3 * float(one.abs().max()))
     # c = 1 is the plain prompt with four repetitions
     assert torch.allclose(got.last[-1], got.count_last[1], atol=1e-4)
     assert got.nearest_count()[-1] == 4 and got.residual_nearest[-1] == 4

@@ -21,7 +21,7 @@ from __future__ import annotations
 import argparse
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -71,15 +71,18 @@ class FeatureReadings:
         qualities: held-out quality of each SAE (may be empty when not recorded).
         counts: the counting prompt's features for each SAE.
         lines: the ensemble's pilots in each SAE's features.
+        sae: the trained SAE's architecture, size and hook (JSON-safe).
     """
 
     qualities: list[SAEQuality]
     counts: list[CountFeatures]
     lines: list[LinesOfThoughtFeatures]
+    sae: dict[str, Any] = field(default_factory=dict)
 
     def numbers(self) -> dict[str, Any]:
         """Every reading's summary, JSON-safe."""
         return {
+            "sae": dict(self.sae),
             "quality": [q.summary() for q in self.qualities],
             "counting": [c.summary() for c in self.counts],
             "lines": [x.summary() for x in self.lines],
@@ -141,7 +144,7 @@ def compute_readings(
         )
     if qualities is None:
         recorded = read_record(CHECKPOINT_DIR)["quality"] if bundled else []
-        keep = {f.name for f in SAEQuality.__dataclass_fields__.values()}
+        keep = {f.name for f in fields(SAEQuality)}
         qualities = [
             SAEQuality.from_dict({k: v for k, v in q.items() if k in keep}) for q in recorded
         ]
@@ -151,6 +154,12 @@ def compute_readings(
         model, sae_hook_name(sae), word=word, n=n, values=values, counts=counts
     )
     return FeatureReadings(
+        sae={
+            "architecture": str(sae.cfg.architecture()),
+            "d_sae": int(sae.cfg.d_sae),
+            "k": int(getattr(sae.cfg, "k", 0)),
+            "hook_name": sae_hook_name(sae),
+        },
         qualities=list(qualities),
         counts=[
             CountFeatures.from_residuals(residuals, s, label=label)
@@ -189,12 +198,16 @@ def section(readings: FeatureReadings, fig_html: Callable[[Any], str]) -> tuple[
         f"{len(trained.count_tracking())} of the trained SAE's features track the plain count "
         f"(|r| ≥ 0.9), against {len(readings.counts[-1].count_tracking())} of the control's. "
     )
+    quality = (
+        "Quality: held-out chunks of the default corpus, recorded by `tl-continuous train-sae`. "
+        if readings.qualities
+        else ""
+    )
     note = (
-        f"A TopK SAE (SAELens) on {lines.hook_name}, beside the same architecture at its random "
-        "initialisation. Quality: held-out chunks of the default corpus, recorded by "
-        "`tl-continuous train-sae`. Counting: the repetitions at duration c, features read at "
-        "the last token. Lines of thought: the SAE applied at its own layer, and (outside its "
-        "training distribution) at the others. " + facts
+        f"A {readings.sae.get('architecture', '')} SAE (SAELens) on {lines.hook_name}, beside "
+        f"the same architecture at its random initialisation. {quality}Counting: the "
+        "repetitions at duration c, features read at the last token. Lines of thought: the SAE "
+        "applied at its own layer, and (outside its training distribution) at the others. " + facts
     )
     body = "\n".join(f"<div>{p}</div>" for p in parts)
     return SECTION_TITLE, body, note
@@ -382,16 +395,9 @@ def run(args: argparse.Namespace, command: str) -> int:
         seed=args.seed,
     )
     t2 = time.perf_counter()
-    head = sae if sae is not None else load_sae()
     results = {
         "model": str(model.cfg.model_name),
         "backend": type(model).__name__,
-        "sae": {
-            "architecture": str(head.cfg.architecture()),
-            "d_sae": int(head.cfg.d_sae),
-            "k": int(getattr(head.cfg, "k", 0)),
-            "hook_name": str(head.cfg.metadata.hook_name),
-        },
         "seed": args.seed,
         "n_trajectories": lot.n_trajectories,
         "n_tokens": args.n_tokens,

@@ -13,6 +13,8 @@ from tl_continuous.features.sae import encode, random_sae_like, sae_hook_name
 from tl_continuous.lines_of_thought.bases import TrajectoryBases
 from tl_continuous.lines_of_thought.ensemble import LinesOfThought
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 
 def _ensemble(model):
     tokens = torch.randint(0, 50, (80, 7), generator=torch.Generator().manual_seed(0))

@@ -22,6 +22,8 @@ from tl_continuous.reports.features import SECTION_TITLE, FeatureReadings, secti
 
 pytest.importorskip("plotly")
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 
 @pytest.fixture
 def readings(tiny_rotary, sae) -> FeatureReadings:

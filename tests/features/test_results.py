@@ -13,6 +13,8 @@ from tl_continuous.features.quality import SAEQuality
 
 NAMES = [f"blocks.{i}.hook_resid_post" for i in range(3)]
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 
 def count_features(**changes) -> CountFeatures:
     gen = torch.Generator().manual_seed(0)

@@ -30,6 +30,7 @@ __all__ = [
 ]
 
 _DASH = ("solid", "dash", "dot", "dashdot")
+_SAE_COLOURS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd")  # one colour per SAE, every panel
 
 
 def _fmt(x: float | None, digits: int = 3) -> str:
@@ -61,6 +62,7 @@ def quality_figure(qualities: Sequence[SAEQuality]) -> Any:
     ]
     fig = go.Figure(
         go.Table(
+            columnwidth=[2.2, *([1.5] * len(qualities))],
             header={"values": header, "align": "left", "font": {"size": 13}},
             cells={"values": cells, "align": "left", "height": 26},
         )
@@ -82,9 +84,15 @@ def count_features_figure(results: Sequence[CountFeatures], m: int = 6) -> Any:
 
     if not results:
         raise ValueError("results must hold at least one CountFeatures")
-    titles = [f"{r.label}: features vs c ({r.n}× '{r.word}')" for r in results]
-    titles += [f"{r.label}: the same features vs plain count" for r in results]
-    fig = make_subplots(rows=2, cols=len(results), subplot_titles=titles, vertical_spacing=0.14)
+    titles = [f"{r.label}: against c" for r in results]
+    titles += [f"{r.label}: against the plain count" for r in results]
+    fig = make_subplots(
+        rows=2,
+        cols=len(results),
+        subplot_titles=titles,
+        vertical_spacing=0.14,
+        horizontal_spacing=0.12,
+    )
     palette = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2"]
     for col, r in enumerate(results, start=1):
         order = r.values.argsort()
@@ -121,10 +129,13 @@ def count_features_figure(results: Sequence[CountFeatures], m: int = 6) -> Any:
         fig.update_xaxes(title_text="plain repetitions m", dtick=1, row=2, col=col)
         fig.update_yaxes(title_text="activation (last token)", row=1, col=col)
         fig.update_yaxes(title_text="activation (last token)", row=2, col=col)
+    first = results[0]
     fig.update_layout(
-        title="SAE features that change most as the repetitions shrink",
+        title=f"The {m} features that change most along c, per SAE ({first.n} × "
+        f"'{first.word}' at duration c; last token)",
         template="plotly_white",
-        height=720,
+        height=760,
+        legend={"font": {"size": 11}},
     )
     return fig
 
@@ -155,8 +166,12 @@ def nearest_count_figure(results: Sequence[CountFeatures]) -> Any:
                 x=r.values[order].tolist(),
                 y=r.nearest_count()[order].tolist(),
                 mode="lines+markers",
-                line={"dash": _DASH[i % len(_DASH)], "shape": "hv"},
-                marker={"size": 5},
+                line={
+                    "dash": _DASH[(i + 1) % len(_DASH)],
+                    "shape": "hv",
+                    "color": _SAE_COLOURS[i % len(_SAE_COLOURS)],
+                },
+                marker={"size": 5, "color": _SAE_COLOURS[i % len(_SAE_COLOURS)]},
                 name=f"{r.label} SAE features",
             )
         )
@@ -183,17 +198,22 @@ def lines_features_figure(results: Sequence[LinesOfThoughtFeatures]) -> Any:
     fig = make_subplots(
         rows=1,
         cols=3,
+        horizontal_spacing=0.1,
         subplot_titles=(
-            "explained variance of the pilots, per layer",
-            f"top-{first.k} bases directions: best |cos| with a feature",
-            f"active features kept, pilots truncated to K (layer {first.sae_layer + 1})",
+            "explained variance, per layer",
+            f"best |cos|, top {first.k} directions",
+            f"features kept, top K at t = {first.sae_layer + 1}",
         ),
     )
     layers = list(range(1, first.n_layers + 1))
     for i, r in enumerate(results):
-        dash = _DASH[i % len(_DASH)]
+        colour = _SAE_COLOURS[i % len(_SAE_COLOURS)]
         best, _ = r.max_alignment()
-        common = {"mode": "lines+markers", "line": {"dash": dash}, "marker": {"size": 4}}
+        common = {
+            "mode": "lines+markers",
+            "line": {"dash": _DASH[i % len(_DASH)], "color": colour},
+            "marker": {"size": 4, "color": colour},
+        }
         fig.add_trace(
             go.Scatter(x=layers, y=r.explained_variance.tolist(), name=r.label,
                        legendgroup=r.label, **common),
@@ -212,38 +232,49 @@ def lines_features_figure(results: Sequence[LinesOfThoughtFeatures]) -> Any:
     for col in (1, 2):
         fig.add_vline(x=first.sae_layer + 1, line={"color": "grey", "dash": "dot"}, row=1, col=col)
         fig.update_xaxes(title_text="layer t", row=1, col=col)
-    fig.update_yaxes(title_text="1 - SSE / SST", row=1, col=1)
-    fig.update_yaxes(title_text="mean over directions of max |cos|", row=1, col=2)
+    fig.update_yaxes(title_text="1 - SSE / SST of the pilots", row=1, col=1)
+    fig.update_yaxes(title_text="mean of the best |cos| with a feature", row=1, col=2)
     fig.update_xaxes(title_text="K", type="log", row=1, col=3)
     fig.update_yaxes(title_text="share of active features kept", range=[0, 1.02], row=1, col=3)
     fig.update_layout(
         title=f"Lines of thought in features ({first.metadata.get('n_trajectories')} pilots; "
-        f"the SAE reads {first.hook_name}, dotted)",
+        f"the SAE reads t = {first.sae_layer + 1}, dotted)",
         template="plotly_white",
-        height=430,
+        height=450,
+        legend={"orientation": "h", "y": -0.2},
     )
     return fig
 
 
 def tracked_features_figure(result: LinesOfThoughtFeatures) -> Any:
-    """Heat map: the mean activation, on each layer's pilots, of the features most active at
-    the SAE's layer (columns, most active first)."""
+    """Heat map: log10 of the mean activation, on each layer's pilots, of the features most
+    active at the SAE's layer (columns, most active first); blank where the mean is 0.
+
+    The colour is logarithmic because the residual stream's norm grows along the layers: the
+    SAE's encoder applied to late layers' pilots gives activations tens of times those of its
+    own layer.
+    """
+    import math
+
     import plotly.graph_objects as go
 
-    z = result.tracked_mean.tolist()
+    means = result.tracked_mean.tolist()
+    z = [[math.log10(v) if v > 0 else None for v in row] for row in means]
     fig = go.Figure(
         go.Heatmap(
             z=z,
             x=[f"f{f}" for f in result.tracked.tolist()],
             y=list(range(1, result.n_layers + 1)),
+            customdata=means,
             colorscale="Viridis",
-            colorbar={"title": "mean act"},
-            hovertemplate="t=%{y}<br>%{x}<br>mean activation=%{z:.3g}<extra></extra>",
+            colorbar={"title": "log10 mean act"},
+            hovertemplate="t=%{y}<br>%{x}<br>mean activation=%{customdata:.3g}<extra></extra>",
         )
     )
+    fig.add_hline(y=result.sae_layer + 1, line={"color": "white", "dash": "dot"})
     fig.update_layout(
-        title=f"{result.label} SAE: its most active pilot features, read on every layer "
-        f"(in distribution at t = {result.sae_layer + 1} only)",
+        title=f"{result.label} SAE: its most active pilot features on every layer "
+        f"(in distribution at t = {result.sae_layer + 1}, dotted, only)",
         xaxis_title="feature",
         yaxis_title="layer t",
         template="plotly_white",

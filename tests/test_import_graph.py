@@ -19,7 +19,7 @@ ROOT = Path(tl_continuous.__file__).parent
 PACKAGE = "tl_continuous"
 
 # analysis packages: computations and result types, no programs
-ANALYSIS = ("continuous", "experiments", "lines_of_thought", "testbed", "views")
+ANALYSIS = ("continuous", "experiments", "lines_of_thought", "testbed", "features", "views")
 # the ground layer and what it must not import
 GROUND = ("continuous", "backends", "_io", "_progress")
 ABOVE_GROUND = (
@@ -27,12 +27,15 @@ ABOVE_GROUND = (
     "experiments",
     "lines_of_thought",
     "testbed",
+    "features",
     "views",
     "patching",
     "reports",
     "cli",
 )
 PROGRAMS = ("reports", "cli")
+# the SAE features read both papers: above their packages, below the figures
+PAPERS = ("continuous", "experiments", "lines_of_thought", "backends", "models", "testbed")
 
 
 def _module_name(path: Path) -> str:
@@ -142,8 +145,13 @@ def test_names_come_from_their_defining_module() -> None:
 
 @pytest.mark.parametrize(
     ("lower", "higher"),
-    [(GROUND, ABOVE_GROUND), (("views",), PROGRAMS)],
-    ids=["ground", "views"],
+    [
+        (GROUND, ABOVE_GROUND),
+        (("views",), PROGRAMS),
+        (PAPERS, ("features",)),
+        (("features",), ("views", *PROGRAMS)),
+    ],
+    ids=["ground", "views", "papers-below-features", "features-below-views"],
 )
 def test_layers(lower: tuple[str, ...], higher: tuple[str, ...]) -> None:
     bad = [
@@ -154,6 +162,23 @@ def test_layers(lower: tuple[str, ...], higher: tuple[str, ...]) -> None:
         if _under(target, higher)
     ]
     assert not bad, f"{lower} must not import {higher}:\n" + "\n".join(bad)
+
+
+def test_features_import_sae_lens_only_when_called() -> None:
+    """SAELens is optional (and absent under TransformerLens 4): importing the package, its
+    figures and its report program must not need it."""
+    bad = [
+        f"{name}:{node.lineno}"
+        for name, path in MODULES.items()
+        if _under(name, ("features", "views", "reports"))
+        for node in ast.parse(path.read_text(encoding="utf-8")).body
+        if isinstance(node, ast.Import | ast.ImportFrom)
+        and any(
+            (getattr(node, "module", None) or alias.name).split(".")[0] == "sae_lens"
+            for alias in node.names
+        )
+    ]
+    assert not bad, "module-level imports of sae_lens:\n" + "\n".join(bad)
 
 
 def test_cli_help_does_not_import_torch() -> None:

@@ -3,10 +3,10 @@
 ::
 
     tl-continuous demo | count | experiment NAME
-    tl-continuous report {lines-of-thought,dynamics,testbed}
-    tl-continuous collect | train-testbed
+    tl-continuous report {lines-of-thought,dynamics,testbed,features}
+    tl-continuous collect | train-testbed | train-sae
 
-The programs behind ``report``, ``collect`` and ``train-testbed`` live in
+The programs behind ``report``, ``collect``, ``train-testbed`` and ``train-sae`` live in
 :mod:`tl_continuous.reports`; their options come from the modules' ``add_arguments``, which
 import nothing heavy. Subcommands import what they need when they run, so
 ``tl-continuous --help`` is instant.
@@ -83,6 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
         _program(which, name, module, help_text)
     _program(sub, "collect", "collect", "lines of thought of a corpus into a shard folder")
     _program(sub, "train-testbed", "train_testbed", "train the counting testbed's checkpoint")
+    _program(sub, "train-sae", "train_sae", "train the bundled SAE (SAELens) and measure it")
     return parser
 
 
@@ -91,6 +92,7 @@ _REPORTS = {
     "lines-of-thought": ("lines_of_thought", "spectra, KL knees, baseline"),
     "dynamics": ("dynamics", "variance law, noise statistics, comparisons, controls"),
     "testbed": ("testbed", "the counting testbed's continuity experiment"),
+    "features": ("features", "both papers in SAE features, trained SAE against random"),
 }
 
 

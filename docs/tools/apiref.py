@@ -19,6 +19,7 @@ PAGES: dict[str, tuple[str, tuple[str, ...]]] = {
     "experiments": ("Experiments (continuous tokens)", ("experiments",)),
     "lines_of_thought": ("Lines of thought", ("lines_of_thought",)),
     "testbed": ("Counting testbed", ("testbed",)),
+    "features": ("SAE features", ("features",)),
     "models": ("Models", ("models", "tiny", "weight_layout")),
     "views": ("Figures and views", ("views",)),
     "backends": ("Backends", ("backends",)),

@@ -5,8 +5,10 @@ once, circuitsvis views with their bundled script, so it renders offline) and ``
 (the headline numbers). Sections: the counting curve, the Boolean interpolation, attention
 under durations and the durations themselves, the counting testbed's curve (optional),
 lines-of-thought spectra, KL against K, the variance law with its fit, a trajectory
-projection, and the pilots' paths as tokens shrink (lines of thought under durations).
-``quick=True`` uses small grids and a few hundred short pseudo-sentences.
+projection, the pilots' paths as tokens shrink (lines of thought under durations), and both
+papers read in SAE features (when SAELens and the bundled SAE are installed:
+:mod:`tl_continuous.reports.features`). ``quick=True`` uses small grids and a few hundred short
+pseudo-sentences.
 """
 
 from __future__ import annotations
@@ -47,6 +49,7 @@ class ReportSettings:
             duration sweep re-runs per ``c`` (``None``: all). The bases and the plain
             reference come from the whole ensemble; the sweep reads the mean path and the
             spread, which a few hundred pilots already fix.
+        feature_steps: values of ``c`` in the SAE-feature reading of the counting prompt.
     """
 
     count_steps: int = 100
@@ -58,6 +61,7 @@ class ReportSettings:
     max_tau: int | None = None
     sweep_values: tuple[float, ...] = (1.0, 0.75, 0.5, 0.25, 0.1)
     sweep_sentences: int | None = 128
+    feature_steps: int = 37
 
     @classmethod
     def preset(cls, quick: bool) -> ReportSettings:
@@ -65,7 +69,7 @@ class ReportSettings:
         if quick:
             return cls(count_steps=10, boolean_steps=11, n_sentences=192, n_tokens=16,
                        testbed_prompts=4, max_tau=6, sweep_values=(1.0, 0.5, 0.1),
-                       sweep_sentences=None)  # fmt: skip
+                       sweep_sentences=None, feature_steps=10)  # fmt: skip
         return cls()
 
 
@@ -133,6 +137,7 @@ def build_report(
     testbed: bool = True,
     counting_sweep: Any | None = None,
     boolean_sweeps: Any | None = None,
+    features: bool | None = None,
     progress: bool = True,
 ) -> Path:
     """Run the report's computations on ``model`` and write ``out/report.html`` + ``.json``.
@@ -147,6 +152,9 @@ def build_report(
         counting_sweep: a counting :class:`~tl_continuous.experiments.results.Sweep` already
             computed (four apples), drawn instead of recomputing it.
         boolean_sweeps: an AND → OR :func:`boolean_interpolation` result already computed.
+        features: include the SAE-feature section (the bundled SAE reads SmolLM2 only);
+            ``None``: when SAELens and the bundled SAE are installed and the model is the
+            one the SAE was trained on.
         progress: tqdm bars (one over the sections, and the computations' own).
 
     Returns:
@@ -174,6 +182,10 @@ def build_report(
 
     if model.tokenizer is None:
         raise ValueError("model must have a tokenizer (the report runs text prompts)")
+    if features is None:
+        from tl_continuous.reports.features import features_available
+
+        features = features_available() and model.cfg.model_name == "smollm2-135m"
     s = settings or ReportSettings.preset(quick)
     folder = Path(out)
     folder.mkdir(parents=True, exist_ok=True)
@@ -195,7 +207,7 @@ def build_report(
         bar.update(1)
         bar.set_postfix_str(name)
 
-    bar = _step(progress, 6 + int(testbed))
+    bar = _step(progress, 6 + int(testbed) + int(features))
 
     def counting() -> None:
         sweep = counting_sweep or count_curve(
@@ -348,7 +360,18 @@ def build_report(
         timed("testbed", testbed_curve)
     timed("lines_of_thought", lines)
     timed("variance_law", variance)
+
+    def sae_features() -> None:
+        from tl_continuous.reports.features import compute_readings, section
+
+        steps = torch.linspace(0.1, 1.0, s.feature_steps).tolist()
+        readings = compute_readings(model, state["lot"], state["bases"], values=steps)
+        numbers["features"] = readings.numbers()
+        sections.append(_Section(*section(readings, fig_html)))
+
     timed("duration_sweep", shrinking)
+    if features:
+        timed("features", sae_features)
     bar.close()
     numbers["seconds"] = seconds
 
@@ -363,6 +386,7 @@ def build_report(
         "Variance",
         "A trajectory",
         "Lines of thought as tokens shrink",
+        "SAE features",
     ]
     sections.sort(key=lambda sec: next(i for i, p in enumerate(order) if sec.title.startswith(p)))
     title = f"tl-continuous report: {model.cfg.model_name}" + (" (quick)" if quick else "")

@@ -172,6 +172,25 @@ def _sdpa(
     return out[..., :d_value], weights  # [batch, query_pos, head, d_value]
 
 
+_STATIC_FLEX: list[Callable[..., Any]] = []
+
+
+def _static_flex() -> Callable[..., Any]:
+    """FlexAttention compiled for fixed shapes, for CPU tensors.
+
+    transformers compiles FlexAttention with automatic dynamic shapes, so the first new sequence
+    length (a decoding step) recompiles it with symbolic sizes; with a score_mod that reads a
+    captured tensor, torch 2.13's CPU template then emits C++ that does not compile. Static
+    shapes cost one compilation per sequence length (past torch._dynamo's recompile limit the
+    kernel runs uncompiled: slower, same numbers). CUDA keeps transformers' compiled kernel.
+    """
+    if not _STATIC_FLEX:
+        from torch.nn.attention.flex_attention import flex_attention
+
+        _STATIC_FLEX.append(torch.compile(flex_attention, dynamic=False))
+    return _STATIC_FLEX[0]
+
+
 def _flex(
     module: nn.Module,
     query: Tensor,
@@ -215,18 +234,20 @@ def _flex(
     if not enable_gqa:  # as transformers does: GQA needs a power-of-two number of heads
         key = key.repeat_interleave(groups, dim=1)
         value = value.repeat_interleave(groups, dim=1)
-    out = compile_friendly_flex_attention(
-        query,
-        key,
-        value,
-        score_mod=score_mod,
-        block_mask=block_mask,
-        enable_gqa=enable_gqa and groups > 1,
-        scale=scaling,
-        kernel_options=kwargs.get("kernel_options"),
-        training=module.training,
+    options: dict[str, Any] = {
+        "score_mod": score_mod,
+        "block_mask": block_mask,
+        "enable_gqa": enable_gqa and groups > 1,
+        "scale": scaling,
+        "kernel_options": kwargs.get("kernel_options"),
         **get_flex_attention_lse_kwargs(False),
-    )
+    }
+    if query.device.type == "cpu":
+        out = _static_flex()(query, key, value, **options)
+    else:
+        out = compile_friendly_flex_attention(
+            query, key, value, training=module.training, **options
+        )
     assert isinstance(out, Tensor)
     return out.transpose(1, 2).contiguous(), None
 

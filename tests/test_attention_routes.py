@@ -359,3 +359,61 @@ def test_hooks_a_fused_route_fires() -> None:
     set_attention_route(model, "eager")
     _, cache = model.run_with_cache(TOKENS)
     assert "blocks.1.attn.hook_attn_scores" in cache
+
+
+@pytest.mark.model
+@pytest.mark.parametrize("route", FUSED)
+def test_smollm2_generation_collection_and_kl_on_fused_routes(route: str) -> None:
+    """SmolLM2 under fractional durations: three KV-cache decoding steps, a collected
+    ensemble and both KL readings on the fused route equal the eager route's (logits and
+    residuals within 1e-5 of their scale, probabilities and KL values within 1e-5)."""
+    from tl_continuous.lines_of_thought.bases import TrajectoryBases
+    from tl_continuous.lines_of_thought.truncation import (
+        truncation_kl_every_layer,
+        truncation_kl_last_layer,
+    )
+    from tl_continuous.models import load_model
+
+    model = load_model(backend="bridge", attn_implementation=route)
+    gen = torch.Generator().manual_seed(4)
+    prompt = model.to_tokens("Lines of thought drift through the layers of a model")
+    steps = model.to_tokens(" and settle", prepend_bos=False)[0]
+    d = 0.3 + 1.2 * torch.rand(prompt.shape[1], generator=gen)  # decoded tokens get 1
+    decoded = {}
+    for r in ("eager", route):
+        with torch.no_grad(), continuous(model, d, route=r):
+            logits, cache = model(prompt, return_type="logits_and_cache")
+            out = [logits[:, -1]]
+            for token in steps:
+                logits, cache = model(
+                    token.view(1, 1),
+                    past_key_values=cache,
+                    use_cache=True,
+                    return_type="logits_and_cache",
+                )
+                out.append(logits[:, -1])
+        decoded[r] = torch.stack(out, 1)
+    scale = decoded["eager"].abs().max()
+    assert (decoded[route] - decoded["eager"]).abs().max() <= 1e-5 * scale
+    torch.testing.assert_close(
+        decoded[route].softmax(-1), decoded["eager"].softmax(-1), atol=1e-5, rtol=0
+    )
+
+    tokens = torch.randint(200, 20000, (8, 12), generator=gen)
+    lots, curves = {}, {}
+    for r in ("eager", route):
+        set_attention_route(model, r)
+        with continuous(model, torch.full((12,), 0.7)):
+            lots[r] = LinesOfThought.collect(model, tokens, batch_size=8, progress=False)
+        bases = TrajectoryBases.from_ensemble(lots["eager"])
+        ks = [1, 4, 8]
+        last = truncation_kl_last_layer(model, lots["eager"], bases, ks, progress=False)
+        every = truncation_kl_every_layer(
+            model, lots["eager"], bases, ks, batch_size=8, progress=False
+        )
+        curves[r] = (last.kl_mean, every.kl_mean)
+    scale = lots["eager"].trajectories.abs().max()
+    diff = (lots[route].trajectories - lots["eager"].trajectories).abs().max()
+    assert diff <= 1e-5 * scale
+    for fused, eager in zip(curves[route], curves["eager"], strict=True):
+        torch.testing.assert_close(fused, eager, atol=1e-5, rtol=0)

@@ -6,6 +6,7 @@ bundled SmolLM2-135M, loaded once per session.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from functools import partial
 from typing import TYPE_CHECKING, Any
@@ -18,6 +19,15 @@ from tl_continuous.tiny import tiny_bridge, tiny_model
 
 if TYPE_CHECKING:  # TransformerLens 4 has no HookedTransformer (make pytest-tl4)
     from transformer_lens import HookedTransformer
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Under pytest-xdist (``make pytest`` runs ``-n 2``) the cores are shared out among the
+    workers: each worker's PyTorch gets ``cpu_count // workers`` threads, not all of them
+    (two workers with two threads each on two cores made every matrix product fight)."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if workers > 1:
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // workers))
 
 
 def build_tiny(backend: str, kind: str = "rotary", **kw: Any) -> Any:

@@ -24,10 +24,20 @@ if TYPE_CHECKING:  # TransformerLens 4 has no HookedTransformer (make pytest-tl4
 def pytest_configure(config: pytest.Config) -> None:
     """Under pytest-xdist (``make pytest`` runs ``-n 2``) the cores are shared out among the
     workers: each worker's PyTorch gets ``cpu_count // workers`` threads, not all of them
-    (two workers with two threads each on two cores made every matrix product fight)."""
+    (two pools of two threads on two cores would oversubscribe them)."""
     workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
     if workers > 1:
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // workers))
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Under pytest-xdist, files with a slow test are handed out first: ``--dist loadfile``
+    gives whole files in collection order, and a long file given out last (the report's, 80 s)
+    left the other worker idle for most of a minute and a half."""
+    if int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")) <= 1:
+        return
+    slow_files = {item.path for item in items if item.get_closest_marker("slow")}
+    items.sort(key=lambda item: item.path not in slow_files)  # stable: order kept within
 
 
 def build_tiny(backend: str, kind: str = "rotary", **kw: Any) -> Any:

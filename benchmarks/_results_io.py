@@ -13,7 +13,8 @@ RESULTS = Path(__file__).parent / "results"
 
 
 def write_result(name: str, numbers: dict[str, Any]) -> Path:
-    """Write ``numbers`` (plus machine facts) to ``benchmarks/results/<name>.json``."""
+    """Write ``numbers`` (plus machine facts) to ``benchmarks/results/<name>.json``, whole: the
+    record goes to a temporary file that then replaces the old one."""
     import torch
 
     RESULTS.mkdir(exist_ok=True)
@@ -30,5 +31,7 @@ def write_result(name: str, numbers: dict[str, Any]) -> Path:
         **numbers,
     }
     path = RESULTS / f"{name}.json"
-    path.write_text(json.dumps(record, indent=2) + "\n")
+    partial = path.with_suffix(".json.partial")
+    partial.write_text(json.dumps(record, indent=2) + "\n")
+    os.replace(partial, path)
     return path

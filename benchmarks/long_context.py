@@ -21,8 +21,9 @@ after ``reset_peak_memory_stats``. Both include the forward's logits (``n x 4915
 the same for every route.
 
 Run: ``python -m benchmarks.long_context [--n 512 1024 ...] [--threads 1 2] [--routes ...]
-[--repeats R] [--device cuda --dtype bfloat16]``; writes ``benchmarks/results/long_context.json``
-(or ``--result NAME``).
+[--repeats R] [--warmup flex] [--device cuda --dtype bfloat16]``; writes
+``benchmarks/results/long_context.json`` (or ``--result NAME``) after every row, with
+``"complete": false`` until the grid is done, so a run stopped early keeps what it measured.
 """
 
 from __future__ import annotations
@@ -141,6 +142,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--dtype", default="float32", choices=sorted(DTYPES))
     parser.add_argument("--result", default="long_context")
     parser.add_argument(
+        "--warmup",
+        default="all",
+        choices=["all", "flex"],
+        help="untimed first call of each variant on every route (all), or only on "
+        "flex_attention, which compiles then (flex: saves eager forwards of minutes at 8192)",
+    )
+    parser.add_argument(
         "--model", default="smollm2-135m", choices=["smollm2-135m", "random-smollm2-135m"]
     )
     args = parser.parse_args(argv or [])
@@ -161,8 +169,9 @@ def main(argv: list[str] | None = None) -> None:
                 set_attention_route(model, route)
 
                 variants = _variants(model, tokens, durations)
-                for fn in variants.values():  # warm-up (FlexAttention compiles here)
-                    measure(fn, device)
+                if args.warmup == "all" or route == "flex_attention":
+                    for fn in variants.values():  # warm-up (FlexAttention compiles here)
+                        measure(fn, device)
                 seconds: dict[str, list[float]] = {k: [] for k in variants}
                 extra: dict[str, list[int]] = {k: [] for k in variants}
                 for _ in range(args.repeats):
@@ -199,39 +208,60 @@ def main(argv: list[str] | None = None) -> None:
                     f"{row['continuous']['limit']['fraction_of_peak']:.2f} of the peak",
                     flush=True,
                 )
+                _write(args, argv, rows, peaks, complete=False)
     set_attention_route(model, "eager")
+    for v in _fused_versus_eager(rows):
+        print(
+            f"threads {v['threads']} n {v['n']:>5} {v['route']:>14} vs eager (continuous): "
+            f"{v['eager_time_over_fused']:.2f}x faster, "
+            f"{v['eager_extra_memory_over_fused']:.2f}x less extra memory"
+        )
+    _write(args, argv, rows, peaks, complete=True)
+
+
+def _fused_versus_eager(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each fused row's continuous forward against the eager continuous forward of its size."""
     eager_rows = {(r["threads"], r["n"]): r for r in rows if r["route"] == "eager"}
     versus = []
     for row in rows:
         eager = eager_rows.get((row["threads"], row["n"]))
         if row["route"] == "eager" or eager is None:
             continue
-        v = {
-            "threads": row["threads"],
-            "n": row["n"],
-            "route": row["route"],
-            "eager_time_over_fused": eager["continuous"]["median_seconds"]
-            / row["continuous"]["median_seconds"],
-            "eager_extra_memory_over_fused": eager["continuous"]["median_extra_mib"]
-            / row["continuous"]["median_extra_mib"],
-        }
-        versus.append(v)
-        print(
-            f"threads {v['threads']} n {v['n']:>5} {v['route']:>14} vs eager (continuous): "
-            f"{v['eager_time_over_fused']:.2f}x faster, "
-            f"{v['eager_extra_memory_over_fused']:.2f}x less extra memory"
+        versus.append(
+            {
+                "threads": row["threads"],
+                "n": row["n"],
+                "route": row["route"],
+                "eager_time_over_fused": eager["continuous"]["median_seconds"]
+                / row["continuous"]["median_seconds"],
+                "eager_extra_memory_over_fused": eager["continuous"]["median_extra_mib"]
+                / row["continuous"]["median_extra_mib"],
+            }
         )
+    return versus
+
+
+def _write(
+    args: argparse.Namespace,
+    argv: list[str] | None,
+    rows: list[dict[str, Any]],
+    peaks: dict[int, float],
+    *,
+    complete: bool,
+) -> None:
     write_result(
         args.result,
         {
             "command": "python -m benchmarks.long_context " + " ".join(argv or []),
+            "complete": complete,
             "model": args.model,
-            "device": str(device),
+            "device": args.device,
             "dtype": args.dtype,
             "repeats": args.repeats,
+            "warmup": args.warmup,
             "sgemm_peak_gflops": peaks,
             "rows": rows,
-            "fused_versus_eager": versus,
+            "fused_versus_eager": _fused_versus_eager(rows),
         },
     )
 

@@ -16,9 +16,10 @@ OUT    ?= out
 VENV4  ?= .venv-tl4
 PY4    := $(VENV4)/bin/python
 STAMP4 := $(VENV4)/.installed
-# pip without byte-compiling every installed file (Python compiles what it imports, once):
-# this halved each environment's build (make test in a fresh clone, 2026-12-04).
-PIP    := -m pip install --quiet --disable-pip-version-check --no-compile
+# pip byte-compiles what it installs: keep it (--no-compile halved each environment's build,
+# but where PYTHONDONTWRITEBYTECODE is set, as on the test machine, every process then compiled
+# torch from source on import; fresh-clone make test took a minute longer).
+PIP    := -m pip install --quiet --disable-pip-version-check
 # pytest-xdist workers for the main suite (each gets cpu_count / workers PyTorch threads,
 # tests/conftest.py); more workers each load the models again (Gemma peaks near 8 GB).
 TEST_WORKERS ?= 2

@@ -23,11 +23,14 @@ if TYPE_CHECKING:  # TransformerLens 4 has no HookedTransformer (make pytest-tl4
 
 def pytest_configure(config: pytest.Config) -> None:
     """Under pytest-xdist (``make pytest`` runs ``-n 2``) the cores are shared out among the
-    workers: each worker's PyTorch gets ``cpu_count // workers`` threads, not all of them
-    (two pools of two threads on two cores would oversubscribe them)."""
+    workers: each worker's PyTorch, and each process a test starts, gets ``cpu_count //
+    workers`` threads, not all of them (a demo subprocess beside a busy core: 16.7 s with two
+    threads, 11.5 s with one)."""
     workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
     if workers > 1:
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) // workers))
+        threads = max(1, (os.cpu_count() or 1) // workers)
+        torch.set_num_threads(threads)
+        os.environ["OMP_NUM_THREADS"] = str(threads)  # for the processes a test starts
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -13,6 +13,7 @@ import pytest
 from ci_requirements import requires
 
 from tl_continuous.cli import main
+from tl_continuous.experiments.results import Sweep, SweepSet
 from tl_continuous.reports.features import features_available
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -58,6 +59,9 @@ def test_report_is_self_contained(report_dir) -> None:
     assert page.count('<script type="text/javascript">/**\n* plotly.js') <= 1
     assert not re.search(r"<script[^>]*\bsrc=", page)  # nothing loaded from elsewhere
     assert page.count("var CircuitsVis=") == 1  # the circuitsvis bundle inlined once
+    # the demo's own files, beside the report (the bridge's: test_cli_experiments.py)
+    assert Sweep.load(report_dir / "count_apple_4.json").grid.numel() == 10
+    assert len(SweepSet.load(report_dir / "boolean_AND_OR.json")) == 4
     numbers = json.loads((report_dir / "report.json").read_text())
     assert {"counting", "boolean", "lines_of_thought", "variance_law", "testbed"} <= set(numbers)
     assert numbers["lines_of_thought"]["n_trajectories"] == 192

@@ -69,7 +69,7 @@ class ReportSettings:
         if quick:
             return cls(count_steps=10, boolean_steps=11, n_sentences=192, n_tokens=16,
                        testbed_prompts=4, max_tau=6, sweep_values=(1.0, 0.5, 0.1),
-                       sweep_sentences=None, feature_steps=10)  # fmt: skip
+                       sweep_sentences=64, feature_steps=10)  # fmt: skip
         return cls()
 
 

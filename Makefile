@@ -37,7 +37,7 @@ TL4_BRIDGE_CASES := tests/test_continuous.py tests/test_patching.py tests/experi
 	tests/lines_of_thought/test_ensemble.py tests/lines_of_thought/test_shards.py \
 	tests/lines_of_thought/test_truncation.py tests/lines_of_thought/test_streaming.py
 
-.PHONY: gpu-wheels envs env env-tl4 demo demo-quick test lint typecheck docs docs-screenshots pytest pytest-tl4 bench clean chromium
+.PHONY: gpu-wheels envs env env-tl4 demo demo-quick test lint typecheck docs docs-screenshots pytest pytest-main pytest-nnsight pytest-tl4 bench clean chromium
 
 env: $(STAMP)
 
@@ -76,8 +76,12 @@ chromium:
 
 # nnsight gives every Python object a .save method once imported: its tests run in a process
 # of their own so that the rest of the suite never sees that.
-pytest: $(STAMP) chromium
+pytest: pytest-main pytest-nnsight
+
+pytest-main: $(STAMP) chromium
 	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile --durations=25 --ignore=tests/test_nnsight.py
+
+pytest-nnsight: $(STAMP)
 	$(PY) -m pytest tests/test_nnsight.py
 
 pytest-tl4: $(STAMP4)
@@ -100,7 +104,12 @@ docs-screenshots: docs chromium
 envs:
 	$(MAKE) --no-print-directory -j2 env env-tl4
 
-test: envs lint typecheck docs pytest pytest-tl4
+# What uses one core runs beside something else: mypy beside the notebooks and the site, the
+# nnsight tests beside the TransformerLens 4 ones (each pair's output printed whole, in turn).
+test: envs lint
+	$(MAKE) --no-print-directory -j2 --output-sync=target typecheck docs
+	$(MAKE) --no-print-directory pytest-main
+	$(MAKE) --no-print-directory -j2 --output-sync=target pytest-nnsight pytest-tl4
 
 # Every benchmark at its documented defaults (benchmarks/README.md lists each command; the
 # spec's 288-K KL grids are separate commands). Writes benchmarks/results/*.json.

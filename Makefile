@@ -37,7 +37,7 @@ TL4_BRIDGE_CASES := tests/test_continuous.py tests/test_patching.py tests/experi
 	tests/lines_of_thought/test_ensemble.py tests/lines_of_thought/test_shards.py \
 	tests/lines_of_thought/test_truncation.py tests/lines_of_thought/test_streaming.py
 
-.PHONY: gpu-wheels envs env env-tl4 demo demo-quick test lint typecheck docs docs-screenshots pytest pytest-main pytest-nnsight pytest-tl4 bench clean chromium
+.PHONY: gpu-wheels envs env env-tl4 demo demo-quick test lint typecheck docs docs-screenshots pytest pytest-main pytest-nnsight pytest-tl4 pytest-tl4-files pytest-tl4-bridge bench clean chromium
 
 env: $(STAMP)
 
@@ -84,9 +84,13 @@ pytest-main: $(STAMP) chromium
 pytest-nnsight: $(STAMP)
 	$(PY) -m pytest tests/test_nnsight.py
 
-pytest-tl4: $(STAMP4)
+pytest-tl4: pytest-tl4-files pytest-tl4-bridge
+
+pytest-tl4-files: $(STAMP4)
 	$(PY4) -m pytest -m "not slow and not model" $(TL4_TESTS)
-	# the bridge cases of the backend-parametrised tests (the hooked ones need TL 3)
+
+# the bridge cases of the backend-parametrised tests (the hooked ones need TL 3)
+pytest-tl4-bridge: $(STAMP4)
 	$(PY4) -m pytest -m "not slow and not model" -k bridge $(TL4_BRIDGE_CASES)
 
 # The documentation site (mkdocs.yml) into site/, strict: a warning (a broken reference, a page
@@ -109,7 +113,8 @@ envs:
 test: envs lint
 	$(MAKE) --no-print-directory -j2 --output-sync=target typecheck docs
 	$(MAKE) --no-print-directory pytest-main
-	$(MAKE) --no-print-directory -j2 --output-sync=target pytest-nnsight pytest-tl4
+	$(MAKE) --no-print-directory -j2 --output-sync=target pytest-nnsight pytest-tl4-files \
+	  pytest-tl4-bridge
 
 # Every benchmark at its documented defaults (benchmarks/README.md lists each command; the
 # spec's 288-K KL grids are separate commands). Writes benchmarks/results/*.json.

@@ -12,6 +12,7 @@ per shape (a few seconds), so it gets float32 cases only.
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 import pytest
@@ -175,32 +176,46 @@ def test_subset_of_layers_user_hooks_and_patching(route: str) -> None:
     assert not any(point.fwd_hooks for point in model.hook_dict.values())
 
 
-@pytest.mark.parametrize("route", FUSED)
-def test_collection_and_kl_readings_on_fused_routes(route: str, monkeypatch) -> None:
-    """Trajectories, and both KL readings, equal the eager route's; on SDPA the every-layer
-    reading keeps its fast path (branches as positions of one continuation)."""
-    from tl_continuous.backends import bridge as bridge_backend
+def _ensembles_and_kl_per_route(
+    model: Any, tokens: torch.Tensor, route: str, ks: list[int], durations: Any = None
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """For the eager route, then ``route`` (the model is left on it): the ensemble collected
+    (under ``durations`` if given) and both KL readings on the eager ensemble's bases."""
     from tl_continuous.lines_of_thought.bases import TrajectoryBases
     from tl_continuous.lines_of_thought.truncation import (
         truncation_kl_every_layer,
         truncation_kl_last_layer,
     )
 
-    model = tiny_bridge("rotary", n_layers=3)
-    tokens = torch.randint(0, 50, (24, 10), generator=torch.Generator().manual_seed(1))
-    lots, curves = {}, {}
+    lots, readings = {}, {}
     for r in ("eager", route):
         set_attention_route(model, r)
-        lots[r] = LinesOfThought.collect(model, tokens, batch_size=8, progress=False)
+        signal = contextlib.nullcontext() if durations is None else continuous(model, durations)
+        with signal:
+            lots[r] = LinesOfThought.collect(model, tokens, batch_size=8, progress=False)
         bases = TrajectoryBases.from_ensemble(lots["eager"])
-        ks = [1, 8, 24]
         last = truncation_kl_last_layer(model, lots["eager"], bases, ks, progress=False)
         every = truncation_kl_every_layer(
             model, lots["eager"], bases, ks, batch_size=8, progress=False
         )
-        curves[r] = (last.kl_mean, every.kl_mean, every.kl_median)
-        if r == "sdpa":
-            assert bridge_backend._branches_along_positions(model)
+        readings[r] = (last, every)
+    return lots, readings
+
+
+@pytest.mark.parametrize("route", FUSED)
+def test_collection_and_kl_readings_on_fused_routes(route: str, monkeypatch) -> None:
+    """Trajectories, and both KL readings, equal the eager route's; on SDPA the every-layer
+    reading keeps its fast path (branches as positions of one continuation)."""
+    from tl_continuous.backends import bridge as bridge_backend
+
+    model = tiny_bridge("rotary", n_layers=3)
+    tokens = torch.randint(0, 50, (24, 10), generator=torch.Generator().manual_seed(1))
+    lots, readings = _ensembles_and_kl_per_route(model, tokens, route, [1, 8, 24])
+    if route == "sdpa":  # the model is still on the fused route
+        assert bridge_backend._branches_along_positions(model)
+    curves = {
+        r: (last.kl_mean, every.kl_mean, every.kl_median) for r, (last, every) in readings.items()
+    }
     set_attention_route(model, "eager")
     torch.testing.assert_close(
         lots[route].trajectories, lots["eager"].trajectories, atol=1e-5, rtol=0
@@ -367,11 +382,6 @@ def test_smollm2_generation_collection_and_kl_on_fused_routes(route: str) -> Non
     """SmolLM2 under fractional durations: three KV-cache decoding steps, a collected
     ensemble and both KL readings on the fused route equal the eager route's (logits and
     residuals within 1e-5 of their scale, probabilities and KL values within 1e-5)."""
-    from tl_continuous.lines_of_thought.bases import TrajectoryBases
-    from tl_continuous.lines_of_thought.truncation import (
-        truncation_kl_every_layer,
-        truncation_kl_last_layer,
-    )
     from tl_continuous.models import load_model
 
     model = load_model(backend="bridge", attn_implementation=route)
@@ -400,18 +410,10 @@ def test_smollm2_generation_collection_and_kl_on_fused_routes(route: str) -> Non
     )
 
     tokens = torch.randint(200, 20000, (8, 12), generator=gen)
-    lots, curves = {}, {}
-    for r in ("eager", route):
-        set_attention_route(model, r)
-        with continuous(model, torch.full((12,), 0.7)):
-            lots[r] = LinesOfThought.collect(model, tokens, batch_size=8, progress=False)
-        bases = TrajectoryBases.from_ensemble(lots["eager"])
-        ks = [1, 4, 8]
-        last = truncation_kl_last_layer(model, lots["eager"], bases, ks, progress=False)
-        every = truncation_kl_every_layer(
-            model, lots["eager"], bases, ks, batch_size=8, progress=False
-        )
-        curves[r] = (last.kl_mean, every.kl_mean)
+    lots, readings = _ensembles_and_kl_per_route(
+        model, tokens, route, [1, 4, 8], durations=torch.full((12,), 0.7)
+    )
+    curves = {r: (last.kl_mean, every.kl_mean) for r, (last, every) in readings.items()}
     scale = lots["eager"].trajectories.abs().max()
     diff = (lots[route].trajectories - lots["eager"].trajectories).abs().max()
     assert diff <= 1e-5 * scale

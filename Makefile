@@ -125,10 +125,13 @@ clean:
 	rm -rf $(VENV) $(VENV4) .pytest_cache .mypy_cache .ruff_cache site build/notebooks
 
 # Wheels for benchmarks/gpu_check.sh on a device machine (Python 3.12, PyTorch preinstalled, no
-# network): TransformerLens and the dependencies that image lacks, into .whl/ (git-ignored).
+# network): TransformerLens, the transformers of constraints.txt (the image has an older one),
+# regex (transformers checks its version at import) and what the image lacks, pinned, into .whl/
+# (git-ignored). transformers-stream-generator (TransformerLens lists it; only an sdist exists)
+# is left out: nothing imports it here.
 gpu-wheels: $(STAMP)
 	rm -rf .whl && mkdir -p .whl
 	$(PY) -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 \
 	  --implementation cp --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 \
-	  --platform manylinux2014_x86_64 -d .whl transformer-lens==3.9.0 better-abc fancy-einsum \
-	  beartype typeguard datasets dill multiprocess transformers-stream-generator
+	  --platform manylinux2014_x86_64 -c constraints.txt -d .whl transformer-lens transformers \
+	  better-abc fancy-einsum beartype typeguard datasets dill multiprocess regex

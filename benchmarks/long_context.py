@@ -153,6 +153,10 @@ def main(argv: list[str] | None = None) -> None:
     )
     args = parser.parse_args(argv or [])
     torch.set_grad_enabled(False)
+    # FlexAttention compiles once per length and per plain / continuous call (static shapes on
+    # the CPU); a grid has more of those than torch's default limit of 8, past which it runs
+    # uncompiled (materialising the scores) and that row would measure the wrong kernel.
+    torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 64)
     device = torch.device(args.device)
     model = build_model(args.model, device, DTYPES[args.dtype])
     rows: list[dict[str, Any]] = []

@@ -26,7 +26,7 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$out
 python3 -c "from importlib.metadata import version as v; import torch, transformer_lens;
 print({p: v(p) for p in ('torch', 'transformers', 'transformer-lens')}, torch.cuda.is_available())" \
     2>&1 | tee -a "$out/gpu.txt" || status=1
-timeout 150 python3 -m pytest -q -p no:cacheprovider -o addopts="" -rA \
+timeout 150 python3 -m pytest -q -s -p no:cacheprovider -o addopts="" -rA \
     tests/test_attention_routes.py -k "cuda" 2>&1 | tee "$out/gpu_fidelity.txt" || status=1
 timeout 270 python3 -m benchmarks.long_context --model random-smollm2-135m --device cuda \
     --dtype bfloat16 --n 2048 8192 32768 --routes sdpa flex_attention eager --repeats 3 \

@@ -340,25 +340,44 @@ def test_smollm2_routes_equal_eager(route: str) -> None:
         torch.testing.assert_close(probs[route], probs["eager"], atol=1e-5, rtol=0)
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA: benchmarks/gpu_check.sh")
-@pytest.mark.parametrize("route", FUSED)
-def test_cuda_bfloat16_long_prompt_routes_agree(route: str) -> None:
-    """On a GPU, in bfloat16, a SmolLM2-shaped model (random weights) over 2048 tokens under
-    durations: every route's next-token distribution within 1e-2 of the eager route's."""
+def _cuda_last_logits(dtype: torch.dtype, route: str) -> torch.Tensor:
+    """The last 64 positions' logits (float32) of a SmolLM2-shaped model (random weights, the
+    same in every dtype) over 2048 tokens under durations in [0.2, 2], on CUDA."""
     from benchmarks.long_context import build_model
 
-    model = build_model("random-smollm2-135m", torch.device("cuda"), torch.bfloat16)
+    model = build_model("random-smollm2-135m", torch.device("cuda"), dtype)
     gen = torch.Generator().manual_seed(5)
     tokens = torch.randint(0, model.cfg.d_vocab, (1, 2048), generator=gen).cuda()
     d = Durations(0.2 + 1.8 * torch.rand(1, 2048, generator=gen))
-    out = {}
-    for r in ("eager", route):
-        with torch.no_grad(), continuous(model, d, route=r):
-            out[r] = model(tokens)[0, -64:].float()
-    scale = out["eager"].abs().max()
-    assert (out[route] - out["eager"]).abs().max() <= 1e-2 * scale
-    probs = {r: o.softmax(-1) for r, o in out.items()}
-    torch.testing.assert_close(probs[route], probs["eager"], atol=1e-2, rtol=0)
+    with torch.no_grad(), continuous(model, d, route=route):
+        return model(tokens)[0, -64:].float()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA: benchmarks/gpu_check.sh")
+@pytest.mark.parametrize("route", FUSED)
+def test_cuda_long_prompt_routes_agree(route: str) -> None:
+    """On a GPU, a SmolLM2-shaped model over 2048 tokens under durations. In float32 every
+    route equals the eager route within 1e-5 of the logits' scale (probabilities within 1e-5).
+    In bfloat16 the reference is the float32 eager forward: the fused route's error is at most
+    the eager route's own bfloat16 error (times 1.5) and within 3e-2 of the scale. (Route
+    against route in bfloat16 is not the measure: after 30 layers the two routes' roundings
+    differ by 1.5 % of the scale, as much as either differs from float32; gpu_check.sh prints
+    the numbers.)"""
+    ref = {r: _cuda_last_logits(torch.float32, r) for r in ("eager", route)}
+    scale = ref["eager"].abs().max()
+    err32 = float((ref[route] - ref["eager"]).abs().max() / scale)
+    low = {r: _cuda_last_logits(torch.bfloat16, r) for r in ("eager", route)}
+    err16 = {r: float((low[r] - ref["eager"]).abs().max() / scale) for r in low}
+    between = float((low[route] - low["eager"]).abs().max() / scale)
+    print(
+        f"\n{route}: float32 route vs eager {err32:.2e} of the scale {float(scale):.3f}; "
+        f"bfloat16 vs float32 eager: eager {err16['eager']:.2e}, {route} {err16[route]:.2e}; "
+        f"bfloat16 {route} vs bfloat16 eager {between:.2e}"
+    )
+    assert err32 <= 1e-5
+    torch.testing.assert_close(ref[route].softmax(-1), ref["eager"].softmax(-1), atol=1e-5, rtol=0)
+    assert err16[route] <= 1.5 * err16["eager"]
+    assert err16[route] <= 3e-2
 
 
 def test_hooks_a_fused_route_fires() -> None:

@@ -10,7 +10,7 @@
 # Each step has its own time limit and a failing step does not stop the next one; the exit
 # status says whether every step passed. The benchmark runs the fused routes before eager at
 # each length and writes its JSON after every row, so a limit reached in eager's 32768-token
-# row (the [9, n, n] score matrix is 19 GiB per layer in bfloat16) keeps every other row.
+# row (the [9, n, n] score matrix is 18 GiB per layer in bfloat16) keeps every other row.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out="${OUT:-benchmarks/results}"

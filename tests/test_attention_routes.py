@@ -102,10 +102,12 @@ def test_sdpa_route_in_float64(kind: str) -> None:
     torch.testing.assert_close(fused, without, atol=1e-6, rtol=0)
 
 
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 @pytest.mark.parametrize("route", FUSED)
-def test_bfloat16_routes_agree(route: str) -> None:
-    """bf16: the bias is carried as a high and a low bf16 part; 1e-2 relative to the logits."""
-    model = tiny_bridge("rotary", dtype=torch.bfloat16)
+def test_low_precision_routes_agree(route: str, dtype: torch.dtype) -> None:
+    """bf16 and fp16: the bias is carried as a high and a low part in the model's dtype;
+    1e-2 relative to the logits."""
+    model = tiny_bridge("rotary", dtype=dtype)
     d = CASES["above-1"][0]
     eager = _forward(model, "eager", d, None).float()
     fused = _forward(model, route, d, None).float()
